@@ -1,0 +1,25 @@
+"""Samplers, one small module per family, registered by name (shared/spec/samplers.md).
+
+    from samplers import get_sampler
+    x_end = get_sampler("ode-accel")(model, grid, x_start, noise)
+"""
+
+from samplers.base import (  # noqa: F401
+    REGISTRY,
+    CountingModel,
+    ExactModel,
+    MarkovSampler,
+    Model,
+    Noise,
+    Sampler,
+    SamplerError,
+    SamplerInfo,
+    ScriptedNoise,
+    Transition,
+    ZeroNoise,
+    as_counting,
+    get_sampler,
+    register,
+    sampler_names,
+)
+from samplers import li2023  # noqa: F401  (registers ode, ddim, ddpm, ode-accel, ddpm-accel)

@@ -1,0 +1,211 @@
+"""The seams every sampler is written against (shared/DESIGN.md).
+
+- Model: anything with `eps(x, abar)` for a batch x (shape (n, ...)) at a scalar level abar; score and denoiser
+  derive from it (shared/spec/samplers.md section 1). A model may also offer `eps_and_features(x, abar)`.
+- CountingModel: wraps a model and counts evaluations (NFE); samplers never count for themselves.
+- Noise: an injected source of standard normals, so runs are reproducible and exact engines can script it.
+- Sampler: `(model, grid, x_start, noise) -> x_end` with declared metadata (SamplerInfo).
+- MarkovSampler: a stochastic sampler written as a chain of Gaussian transitions x -> map(x) + std * Z, which is
+  the form the exact 1-D density engine and the Gaussian engine consume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from theory.schedules import Grid
+from theory.targets import GaussianMixture
+
+
+class SamplerError(ValueError):
+    """An unknown sampler, or a sampler asked to run where it cannot."""
+
+
+# ---------------------------------------------------------------------------- models
+@runtime_checkable
+class Model(Protocol):
+    def eps(self, x: Tensor, abar: Tensor) -> Tensor: ...
+
+
+class ExactModel:
+    """The exact noise prediction of a Gaussian-mixture target; its features are the responsibilities."""
+
+    def __init__(self, target: GaussianMixture):
+        self.target = target
+
+    def eps(self, x: Tensor, abar: Tensor) -> Tensor:
+        flat = x.reshape(x.shape[0], -1)
+        return self.target.eps(flat, abar).reshape(x.shape)
+
+    def eps_and_features(self, x: Tensor, abar: Tensor) -> tuple[Tensor, Tensor]:
+        flat = x.reshape(x.shape[0], -1)
+        return self.target.eps(flat, abar).reshape(x.shape), self.target.responsibilities(flat, abar)
+
+
+class CountingModel:
+    """Counts model evaluations: one per call on a batch, whatever the batch size."""
+
+    def __init__(self, model: Model):
+        self.model = model.model if isinstance(model, CountingModel) else model
+        self.nfe = 0
+
+    def eps(self, x: Tensor, abar) -> Tensor:
+        self.nfe += 1
+        return self.model.eps(x, torch.as_tensor(abar, dtype=x.dtype, device=x.device))
+
+    def eps_and_features(self, x: Tensor, abar) -> tuple[Tensor, Optional[Tensor]]:
+        """eps and the model's feature vector (None when the model has none); one evaluation."""
+        self.nfe += 1
+        abar = torch.as_tensor(abar, dtype=x.dtype, device=x.device)
+        if hasattr(self.model, "eps_and_features"):
+            return self.model.eps_and_features(x, abar)
+        return self.model.eps(x, abar), None
+
+    def score(self, x: Tensor, abar) -> Tensor:
+        """s = -eps / sqrt(1 - abar)."""
+        abar = torch.as_tensor(abar, dtype=x.dtype, device=x.device)
+        return -self.eps(x, abar) / torch.sqrt(1 - abar)
+
+    def denoiser(self, x: Tensor, abar) -> Tensor:
+        """Tweedie: D = (x - sqrt(1 - abar) eps) / sqrt(abar)."""
+        abar = torch.as_tensor(abar, dtype=x.dtype, device=x.device)
+        return (x - torch.sqrt(1 - abar) * self.eps(x, abar)) / torch.sqrt(abar)
+
+
+def as_counting(model: Model | GaussianMixture) -> CountingModel:
+    if isinstance(model, GaussianMixture):
+        model = ExactModel(model)
+    return model if isinstance(model, CountingModel) else CountingModel(model)
+
+
+# ---------------------------------------------------------------------------- noise
+class Noise:
+    """Standard normal draws from a seeded generator, one tensor shaped like x per call."""
+
+    def __init__(self, seed: int = 0, device: str | torch.device = "cpu"):
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def __call__(self, like: Tensor) -> Tensor:
+        return torch.randn(like.shape, dtype=like.dtype, device=like.device, generator=self.generator)
+
+
+class ZeroNoise:
+    """No noise at all: a stochastic sampler run on its means."""
+
+    def __call__(self, like: Tensor) -> Tensor:
+        return torch.zeros_like(like)
+
+
+class ScriptedNoise:
+    """Replays given draws in order (exact engines run samplers on basis vectors this way)."""
+
+    def __init__(self, draws: list[Tensor]):
+        self.draws = list(draws)
+        self.used = 0
+
+    def __call__(self, like: Tensor) -> Tensor:
+        if self.used >= len(self.draws):
+            raise SamplerError(f"scripted noise ran out after {self.used} draws")
+        draw = self.draws[self.used]
+        self.used += 1
+        return draw.expand_as(like)
+
+
+# ---------------------------------------------------------------------------- samplers
+@dataclass(frozen=True)
+class SamplerInfo:
+    name: str
+    stochastic: bool
+    evals_per_step: int
+    order: float  # the order in the step size that the sampler is expected to reach (TV, exact scores)
+    reference: str
+    theorems: tuple[str, ...] = ()  # ids in theory.bounds that cover the sampler
+    multistep: bool = False
+    notes: str = ""
+
+
+@dataclass
+class Transition:
+    """One Gaussian transition x -> map(x) + std * Z (map None means the identity)."""
+
+    map: Optional[Callable[[Tensor], Tensor]]
+    std: Tensor | float
+
+
+class Sampler:
+    """A sampler: grid in, sample out. Subclasses set `info` and implement `run`."""
+
+    info: SamplerInfo
+
+    def __call__(self, model, grid: Grid, x_start: Tensor, noise=None) -> Tensor:
+        model = as_counting(model)
+        if self.info.stochastic and noise is None:
+            raise SamplerError(f"sampler {self.info.name!r} is stochastic: pass a noise source (e.g. Noise(seed))")
+        return self.run(model, grid, x_start, noise)
+
+    def run(self, model: CountingModel, grid: Grid, x: Tensor, noise) -> Tensor:
+        raise NotImplementedError  # abstract: every registered sampler overrides it
+
+    def nfe(self, grid: Grid) -> int:
+        """Evaluations spent on a grid, by running on one point with a fresh counter (never by arithmetic)."""
+        counter = _NullModel()
+        model = CountingModel(counter)
+        self.run(model, grid, torch.zeros(1, 1, dtype=grid.abar.dtype), ZeroNoise())
+        return model.nfe
+
+    def __repr__(self) -> str:
+        return f"<sampler {self.info.name}>"
+
+
+class _NullModel:
+    def eps(self, x: Tensor, abar: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+
+class MarkovSampler(Sampler):
+    """A stochastic sampler given as Gaussian transitions; `run` applies them with injected noise."""
+
+    def transitions(self, model: CountingModel, grid: Grid) -> Iterator[Transition]:
+        raise NotImplementedError  # abstract
+
+    def run(self, model: CountingModel, grid: Grid, x: Tensor, noise) -> Tensor:
+        for step in self.transitions(model, grid):
+            if step.map is not None:
+                x = step.map(x)
+            x = x + step.std * noise(x)
+        return x
+
+
+REGISTRY: dict[str, Callable[[], Sampler]] = {}
+
+
+def register(name: str):
+    """Class decorator: add a sampler (constructed without arguments) to the registry."""
+
+    def decorate(factory):
+        REGISTRY[name] = factory
+        return factory
+
+    return decorate
+
+
+def get_sampler(name: str) -> Sampler:
+    """A sampler by registry name; parametrised names (`family:arg`) go to the family's factory."""
+    if name in REGISTRY:
+        return REGISTRY[name]()
+    family, _, arg = name.partition(":")
+    if arg and family + ":" in REGISTRY:
+        return REGISTRY[family + ":"](arg)
+    known = ", ".join(sorted(n for n in REGISTRY if not n.endswith(":")))
+    raise SamplerError(f"unknown sampler {name!r}: known samplers are {known}")
+
+
+def sampler_names(stochastic: bool | None = None) -> list[str]:
+    names = [n for n in REGISTRY if not n.endswith(":")]
+    if stochastic is None:
+        return names
+    return [n for n in names if get_sampler(n).info.stochastic == stochastic]
