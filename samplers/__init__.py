@@ -23,3 +23,4 @@ from samplers.base import (  # noqa: F401
     sampler_names,
 )
 from samplers import li2023  # noqa: F401  (registers ode, ddim, ddpm, ode-accel, ddpm-accel)
+from samplers import solvers  # noqa: F401  (registers euler, heun, dpm-solver-2, dpmpp-2m/3m, unipc, deis, ipndm, afs:)
