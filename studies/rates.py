@@ -1,0 +1,289 @@
+"""How fast does a sampler's exact error fall as the number of steps T grows?
+
+    python -m studies.rates --sampler ode-accel
+    python -m studies.rates --sampler all --T 16 32 64 128 256 512 1024 --out results/rates
+
+For each sampler and T it measures the exact TV and KL of the sampler's output against q at the grid's last level
+(theory.divergences, the method is chosen per target and sampler and recorded), prints a table and a verdict line
+(measured order with its 95% interval, against T and against the largest step size, next to every theorem that
+covers the sampler and the constant that theorem would need on these data), and writes DIR/rates.csv (one row per
+measurement, appended as it finishes: an interrupted run resumes where it stopped), DIR/orders.csv and
+DIR/rates.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from samplers import get_sampler, sampler_names
+from studies.common import ResultsFile, clean_exit, powers_of_two, progress, resolve_device
+from theory.bounds import check_bound, theorems_for
+from theory.divergences import DivergenceError, Measurement, init_error, measure
+from theory.rates import RateError, fit_order, local_slopes
+from theory.schedules import make_grid
+from theory.targets import get_target
+
+COLUMNS = ["sampler", "schedule", "target", "d", "T", "nfe", "metric", "value", "numerical_error", "method", "init",
+           "init_error", "max_step", "capped", "seed", "flagged"]
+KEY = ["sampler", "schedule", "target", "d", "T", "init", "seed", "metric"]
+ORDER_COLUMNS = ["sampler", "metric", "against", "order", "ci_low", "ci_high", "points", "proven_order", "theorem",
+                 "needed_constant_last", "constant_trend"]
+DEFAULT_T = powers_of_two(8, 1024)
+KNOWN_METRICS = ("tv", "kl", "kl_reverse", "w2")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m studies.rates", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sampler", nargs="+", default=["ode-accel"],
+                        help="sampler names, or 'all' for every registered sampler")
+    parser.add_argument("--target", default="mix1d", help="built-in target name or a JSON file (default mix1d)")
+    parser.add_argument("--d", type=int, default=None, help="dimension, for targets that take one")
+    parser.add_argument("--schedule", default="li2023", help="grid schedule (default li2023)")
+    parser.add_argument("--T", nargs="+", type=int, default=DEFAULT_T, help="grid sizes (levels), default 8..1024")
+    parser.add_argument("--metric", nargs="+", default=["tv", "kl"], help="metrics to report (tv, kl, ...)")
+    parser.add_argument("--init", default="exact", choices=["exact", "gaussian"],
+                        help="start from q_T exactly (default) or from N(0, I)")
+    parser.add_argument("--method", default="auto", help="error method (default: chosen per target and sampler)")
+    parser.add_argument("--window", type=int, default=None, help="points in the asymptotic fit window")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=Path("results/rates"))
+    parser.add_argument("--no-plot", action="store_true", help="skip the figure")
+    return parser.parse_args(argv)
+
+
+def _samplers(names: list[str]) -> list[str]:
+    if names == ["all"]:
+        return sampler_names()
+    for name in names:
+        get_sampler(name)  # raises a clear error for an unknown name
+    return names
+
+
+def measure_rows(args, sampler_name: str, T: int, target, device) -> list[dict]:
+    """One (sampler, T) measurement: a row per requested metric, nothing if any value is unusable."""
+    sampler = get_sampler(sampler_name)
+    grid = make_grid(args.schedule, T).to(device)
+    torch.manual_seed(args.seed)
+    options = {"seed": args.seed} if (args.method == "gaussian" or (args.method == "auto" and target.is_gaussian
+                                                                   and target.d > 1)) else {}
+    result = measure(target, sampler, grid, init=args.init, method=args.method, **options)
+    start_error = init_error(target, grid, args.init)
+    nfe = sampler.nfe(grid)
+    rows = []
+    for metric in args.metric:
+        if metric not in result:
+            raise DivergenceError(f"metric {metric!r} is not available from method "
+                                  f"{next(iter(result.values())).method}: it gives {', '.join(result)}")
+        m: Measurement = result[metric]
+        rows.append({
+            "sampler": sampler_name, "schedule": args.schedule, "target": target.name, "d": target.d, "T": T,
+            "nfe": nfe, "metric": metric, "value": m.value, "numerical_error": m.numerical_error, "method": m.method,
+            "init": args.init, "init_error": start_error.get(metric, float("nan")) if args.init != "exact" else 0.0,
+            "max_step": grid.max_step, "capped": grid.capped, "seed": args.seed, "flagged": m.flagged,
+        })
+    for row in rows:
+        if not math.isfinite(row["init_error"]):
+            row["init_error"] = ""  # not computable for this target: left empty, never NaN
+    return rows
+
+
+def summarise(frame: pd.DataFrame, window: int | None) -> tuple[pd.DataFrame, list[str]]:
+    """Orders per sampler and metric (against T, against step size, log factors divided out) and verdict lines."""
+    order_rows, verdicts = [], []
+    for sampler_name, group in frame.groupby("sampler", sort=False):
+        d = int(group["d"].iloc[0])
+        declared = get_sampler(sampler_name).info.order
+        parts = []
+        for metric, rows in group.groupby("metric", sort=False):
+            rows = rows.sort_values("T")
+            usable = rows[(~rows["flagged"].astype(str).str.lower().eq("true")) & (rows["value"] > 0)]
+            if len(usable) < 2:
+                parts.append(f"{metric.upper()}: too few trustworthy points")
+                continue
+            Ts, values = usable["T"].to_numpy(float), usable["value"].to_numpy(float)
+            try:
+                in_T = fit_order(Ts, values, window=window)
+                in_h = fit_order(usable["max_step"].to_numpy(float), values, decreasing=False, window=window)
+            except RateError as err:
+                parts.append(f"{metric.upper()}: {err}")
+                continue
+            base = {"sampler": sampler_name, "metric": metric, "points": in_T.points}
+            order_rows.append({**base, "against": "T", "order": in_T.order, "ci_low": in_T.low, "ci_high": in_T.high,
+                               "proven_order": "", "theorem": ""})
+            order_rows.append({**base, "against": "max_step", "order": in_h.order, "ci_low": in_h.low,
+                               "ci_high": in_h.high, "proven_order": declared, "theorem": "declared"})
+            # The declared order is TV's; KL behaves like TV^2 for smooth discrepancies, so it expects twice that.
+            expected = declared if metric != "kl" else 2 * declared
+            order_rows[-1]["proven_order"] = expected
+            text = f"{metric.upper()} order {in_T} in T, {in_h} in step size (declared {expected:g})"
+            claims = []
+            for theorem in theorems_for(sampler_name, metric):
+                check = check_bound(theorem, Ts, d, values)
+                logs = theorem.log_power
+                if logs and math.isfinite(logs):
+                    stripped = fit_order(Ts, values / torch.log(torch.tensor(Ts)).numpy() ** logs, window=window)
+                    against, shown = f"T/log^{logs:g}", f" ({stripped} after dividing log^{logs:g} T)"
+                elif len(Ts) >= 3:
+                    # "polylog": how many powers of log T the shape would need to hold with a steady constant.
+                    needed = fit_order(torch.log(torch.tensor(Ts)).numpy(), check.constants, decreasing=False,
+                                       window=window, asymptotic="large")
+                    stripped, against, shown = in_T, "T", f" (polylog: the data need log^{needed.order:.1f} T)"
+                else:
+                    stripped, against, shown = in_T, "T", ""
+                order_rows.append({**base, "against": against, "order": stripped.order, "ci_low": stripped.low,
+                                   "ci_high": stripped.high, "proven_order": theorem.order, "theorem": theorem.id,
+                                   "needed_constant_last": check.last, "constant_trend": check.trend})
+                claims.append(f"{theorem.id} proves {theorem.order:g}{shown}, needed constant {check.last:.3g} "
+                              f"({check.trend})")
+            if claims:
+                text += "; " + "; ".join(claims)
+            parts.append(text)
+        verdicts.append(f"verdict {sampler_name}: " + " | ".join(parts))
+    return pd.DataFrame(order_rows, columns=ORDER_COLUMNS), verdicts
+
+
+def print_table(frame: pd.DataFrame, out=sys.stdout) -> None:
+    for sampler_name, group in frame.groupby("sampler", sort=False):
+        first = group.iloc[0]
+        print(f"\n{sampler_name} on {first['target']} (d={first['d']}), schedule {first['schedule']}, "
+              f"init {first['init']}, method {first['method']}", file=out)
+        metrics = list(dict.fromkeys(group["metric"]))
+        header = f"{'T':>6} {'NFE':>5} {'capped':>6}" + "".join(
+            f" {m.upper():>11} {'+-err':>8} {'slope':>6}" for m in metrics)
+        print(header, file=out)
+        wide = {m: group[group["metric"] == m].set_index("T").sort_index() for m in metrics}
+        Ts = sorted(set(group["T"]))
+        slopes = {}
+        for m in metrics:
+            vals = wide[m]["value"].reindex(Ts).to_numpy(float)
+            slopes[m] = [float("nan")] + (list(local_slopes(Ts, vals)) if len(Ts) > 1 and (vals > 0).all()
+                                          else [float("nan")] * (len(Ts) - 1))
+        for i, T in enumerate(Ts):
+            row0 = wide[metrics[0]].loc[T]
+            line = f"{T:>6} {int(row0['nfe']):>5} {int(row0['capped']):>6}"
+            for m in metrics:
+                r = wide[m].loc[T]
+                flag = "!" if str(r["flagged"]).lower() == "true" else " "
+                slope = "" if math.isnan(slopes[m][i]) else f"{slopes[m][i]:.2f}"
+                line += f" {r['value']:>11.4e} {r['numerical_error']:>7.1e}{flag} {slope:>6}"
+            print(line, file=out)
+    if (frame["flagged"].astype(str).str.lower() == "true").any():
+        print("(! : numerical error not well below the value; left out of the fits)", file=out)
+
+
+def plot(frame: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    metrics = list(dict.fromkeys(frame["metric"]))
+    fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(5.0 * (len(metrics) + 1), 4.2), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, metric in zip(axes[0], metrics):
+        sub = frame[frame["metric"] == metric]
+        all_T = np.array(sorted(set(sub["T"])), float)
+        for i, (name, rows) in enumerate(sub.groupby("sampler", sort=False)):
+            rows = rows.sort_values("T")
+            colour = colours[i % len(colours)]
+            ax.errorbar(rows["T"], rows["value"], yerr=rows["numerical_error"], marker="o", ms=3.5, lw=1.3,
+                        color=colour, label=name, capsize=2)
+            d = int(rows["d"].iloc[0])
+            for theorem in theorems_for(name, metric):
+                Ts, vals = rows["T"].to_numpy(float), rows["value"].to_numpy(float)
+                if (vals <= 0).any():
+                    continue
+                c = check_bound(theorem, Ts, d, vals).last
+                ax.plot(all_T, [c * theorem.shape(T, d) for T in all_T], ls=":", lw=1, color=colour, alpha=0.8)
+        # reference slopes through the middle of the data
+        pos = sub["value"][sub["value"] > 0]
+        if len(pos) and len(all_T) > 1:
+            mid_T, mid_v = math.sqrt(all_T[0] * all_T[-1]), math.exp(np.log(pos).mean())
+            for p, style in ((0.5, (0, (1, 4))), (1.0, "--"), (2.0, "-.")):
+                ax.plot(all_T, mid_v * (all_T / mid_T) ** (-p), color="grey", lw=0.8, ls=style, alpha=0.6,
+                        label=f"T^-{p:g}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("T (grid levels)")
+        ax.set_ylabel(f"exact {metric.upper()}")
+        ax.grid(True, which="both", alpha=0.25)
+        ax.legend(fontsize=7, ncol=2)
+    # The same errors against the largest step size max_t (1 - alpha_t): log factors of the grid drop out here.
+    ax, metric = axes[0][-1], metrics[0]
+    sub = frame[frame["metric"] == metric]
+    for i, (name, rows) in enumerate(sub.groupby("sampler", sort=False)):
+        rows = rows.sort_values("max_step")
+        ax.plot(rows["max_step"], rows["value"], marker="o", ms=3.5, lw=1.3, color=colours[i % len(colours)],
+                label=name)
+    hs, pos = np.array(sorted(set(sub["max_step"])), float), sub["value"][sub["value"] > 0]
+    if len(pos) and len(hs) > 1:
+        mid_h, mid_v = math.sqrt(hs[0] * hs[-1]), math.exp(np.log(pos).mean())
+        for p, style in ((1.0, "--"), (2.0, "-.")):
+            ax.plot(hs, mid_v * (hs / mid_h) ** p, color="grey", lw=0.8, ls=style, alpha=0.6, label=f"h^{p:g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("largest step size h = max(1 - alpha_t)")
+    ax.set_ylabel(f"exact {metric.upper()}")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, ncol=2)
+    first = frame.iloc[0]
+    fig.suptitle(f"{first['target']} (d={first['d']}), {first['schedule']} grid, init {first['init']}; "
+                 "dotted: theorem shapes with the constant they need at the largest T", fontsize=8.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=140)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    device = resolve_device(args.device)
+    names = _samplers(args.sampler)
+    target = get_target(args.target, d=args.d, device=device)
+    for T in args.T:
+        make_grid(args.schedule, T)  # bad T or schedule fails before any work
+    for metric in args.metric:
+        if metric not in KNOWN_METRICS:
+            raise DivergenceError(f"metric {metric!r} is not available: known metrics are {', '.join(KNOWN_METRICS)}")
+    results = ResultsFile(args.out / "rates.csv", COLUMNS, KEY)
+    jobs = [(name, T) for name in names for T in sorted(set(args.T))]
+    started = time.time()
+    for name, T in progress(jobs, desc="rates"):
+        key = dict(sampler=name, schedule=args.schedule, target=target.name, d=target.d, T=T, init=args.init,
+                   seed=args.seed)
+        if all(results.done(**key, metric=m) for m in args.metric):
+            continue
+        results.append(measure_rows(args, name, T, target, device))
+    frame = pd.read_csv(args.out / "rates.csv")
+    frame = frame[(frame["sampler"].isin(names)) & (frame["schedule"] == args.schedule)
+                  & (frame["target"] == target.name) & (frame["d"] == target.d) & (frame["T"].isin(args.T))
+                  & (frame["init"] == args.init) & (frame["seed"] == args.seed) & (frame["metric"].isin(args.metric))]
+    orders, verdicts = summarise(frame, args.window)
+    orders.to_csv(args.out / "orders.csv", index=False)
+    if not args.no_plot:
+        plot(frame, args.out / "rates.png")
+    frame.attrs["seconds"] = time.time() - started
+    return frame, orders, verdicts
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    with clean_exit("studies.rates"):
+        frame, _, verdicts = run(args)
+    print_table(frame)
+    print()
+    for line in verdicts:
+        print(line)
+    print(f"\nwrote {args.out / 'rates.csv'}, {args.out / 'orders.csv'}"
+          + ("" if args.no_plot else f", {args.out / 'rates.png'}") + f" ({frame.attrs['seconds']:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

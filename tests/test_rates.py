@@ -1,0 +1,100 @@
+"""Order fitting, the theorems table, and studies.rates end to end (bad input, resumption, outputs)."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from theory.bounds import BY_ID, check_bound, theorems_for
+from theory.rates import RateError, fit_order, local_slopes
+
+
+def test_fit_recovers_a_known_order_and_its_interval_covers_it():
+    T = np.array([8, 16, 32, 64, 128, 256], float)
+    exact = fit_order(T, 3.0 * T**-1.5)
+    assert abs(exact.order - 1.5) < 1e-10
+    rng = np.random.default_rng(0)
+    noisy = fit_order(T, 3.0 * T**-1.5 * np.exp(0.05 * rng.standard_normal(T.size)), window=6)
+    assert noisy.low < 1.5 < noisy.high and noisy.high - noisy.low < 0.3
+    np.testing.assert_allclose(local_slopes(T, T**-2.0), 2.0)
+    steps = 1 / T
+    assert abs(fit_order(steps, 5 * steps**2, decreasing=False).order - 2.0) < 1e-10
+
+
+def test_fit_refuses_non_positive_errors():
+    with pytest.raises(RateError):
+        fit_order([1, 2, 3], [1.0, 0.0, 0.5])
+
+
+def test_needed_constant_is_flat_exactly_when_the_shape_is_right():
+    theorem = BY_ID["liyan2024-ddpm"]
+    Ts = [64, 128, 256, 512, 1024]
+    on_shape = [7.0 * theorem.shape(T, 3) for T in Ts]
+    assert check_bound(theorem, Ts, 3, on_shape).trend == "steady"
+    assert check_bound(theorem, Ts, 3, [v / math.sqrt(T) for v, T in zip(on_shape, Ts)]).trend == "falling"
+    assert check_bound(theorem, Ts, 3, [v * T for v, T in zip(on_shape, Ts)]).trend == "rising"
+    assert {t.id for t in theorems_for("ddpm")} >= {"li2023-ddpm", "liyan2024-ddpm", "benton2023-ddpm"}
+    assert [t.id for t in theorems_for("ddpm", "kl")] == ["benton2023-ddpm"]
+
+
+def _run(args, cwd):
+    return subprocess.run([sys.executable, "-m", "studies.rates", *args], cwd=cwd, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(_repo()), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+
+
+def _repo():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--sampler", "nope"], "unknown sampler 'nope'"),
+        (["--T", "1"], "T must be an integer >= 2"),
+        (["--schedule", "weird"], "unknown schedule 'weird'"),
+        (["--target", "missing.json"], "target file not found"),
+        (["--metric", "w3"], "metric 'w3' is not available"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_rows(tmp_path, args, needle):
+    out = tmp_path / "out"
+    proc = _run([*args, "--T", "8", "--out", str(out), "--no-plot"] if "--T" not in args else
+                [*args, "--out", str(out), "--no-plot"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    csv = out / "rates.csv"
+    assert not csv.exists() or len(pd.read_csv(csv)) == 0
+
+
+def test_bad_weights_in_a_json_target(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"weights": [0.5, 0.6], "means": [[0.0], [1.0]], "covs": [[[1.0]], [[1.0]]]}))
+    proc = _run(["--target", str(path), "--T", "8", "--out", str(tmp_path / "o"), "--no-plot"], cwd=tmp_path)
+    assert proc.returncode == 2 and "sum to one" in proc.stderr
+
+
+def test_a_small_sweep_writes_tidy_rows_resumes_and_plots(tmp_path):
+    out = tmp_path / "out"
+    args = ["--sampler", "ddim", "ddpm", "--T", "16", "32", "64", "--out", str(out)]
+    first = _run(args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    frame = pd.read_csv(out / "rates.csv")
+    for column in ["sampler", "schedule", "target", "d", "T", "nfe", "metric", "value", "numerical_error", "method"]:
+        assert column in frame.columns
+    assert len(frame) == 2 * 3 * 2 and frame["value"].notna().all() and (frame["value"] > 0).all()
+    assert set(frame["method"]) == {"grid-1d-flow", "grid-1d-kernel"}
+    assert (frame["nfe"] == frame["T"] - 1).all()
+    assert (out / "rates.png").stat().st_size > 10_000 and (out / "orders.csv").exists()
+    assert "verdict ddim: TV order" in first.stdout and "verdict ddpm:" in first.stdout
+    # a second run finds every row done: nothing is recomputed or duplicated, and the numbers are the same
+    second = _run(args, cwd=tmp_path)
+    assert second.returncode == 0
+    again = pd.read_csv(out / "rates.csv")
+    pd.testing.assert_frame_equal(frame, again)
