@@ -24,3 +24,4 @@ from samplers.base import (  # noqa: F401
 )
 from samplers import li2023  # noqa: F401  (registers ode, ddim, ddpm, ode-accel, ddpm-accel)
 from samplers import solvers  # noqa: F401  (registers euler, heun, dpm-solver-2, dpmpp-2m/3m, unipc, deis, ipndm, afs:)
+from samplers import amed  # noqa: F401  (registers amed, amed-plugin:<base>, amed:<trained name>)

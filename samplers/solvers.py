@@ -86,8 +86,8 @@ class EDMSolver(Sampler):
     def __init__(self, afs: bool = False):
         self.afs = afs
         if afs:
-            self.info = replace(type(self).info, name="afs:" + type(self).info.name,
-                                notes=(type(self).info.notes + " AFS: first model output analytic.").strip())
+            self.info = replace(self.info, name="afs:" + self.info.name,
+                                notes=(self.info.notes + " AFS: first model output analytic.").strip())
 
     def run(self, model: CountingModel, grid: Grid, x: Tensor, noise=None) -> Tensor:
         sigma = grid.sigma.to(x.device)
