@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import math
 from importlib import metadata
 from pathlib import Path
 
@@ -189,7 +188,3 @@ def reference_error(samples: Tensor, reference: Tensor) -> float:
         raise QualityError(f"samples {tuple(samples.shape)} and reference {tuple(reference.shape)} differ in shape")
     diff = (samples.double() - reference.double()).reshape(samples.shape[0], -1)
     return float(torch.sqrt((diff**2).mean(1)).mean())
-
-
-def sqrt_mean(values: list[float]) -> float:
-    return math.sqrt(sum(v * v for v in values) / len(values))

