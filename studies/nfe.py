@@ -75,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--teacher-M", type=int, default=None, help="teacher refinement (default: paper's)")
     parser.add_argument("--features", action="store_true", help="AMED uses the model's features (batch mean)")
     parser.add_argument("--samples", type=int, default=10_000, help="flow Monte Carlo draws (d > 1)")
+    parser.add_argument("--G", type=int, default=2048, help="nodes of the 1-D flow engine (its error estimate "
+                        "compares G with G/2; default 2048)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("results/nfe"))
@@ -151,6 +153,8 @@ def measure_row(args, target, table: str, name: str, grid_key: str, nfe: int) ->
     options = {}
     if target.d > 1 and not target.is_gaussian:
         options = {"method": "flow-mc", "samples": args.samples, "seed": args.seed}
+    elif target.d == 1:
+        options = {"G": args.G}
     try:
         result = measure(target, sampler, grid, init="exact", **options)
         row.update(status="ok", kl=result["kl"].value, kl_error=result["kl"].numerical_error,
