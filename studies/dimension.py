@@ -1,0 +1,270 @@
+"""How does a sampler's exact error grow with the dimension d?
+
+    python -m studies.dimension
+    python -m studies.dimension --family gaussian product --d 1 2 4 8 16 32 64 128 256 --T 16 64 256
+
+For each target family, sampler, T and d it measures the error exactly (shared/spec/metrics.md), then fits
+(1) the d-exponent a of the error at fixed T (error ~ d^a, over the d where TV has not saturated), and
+(2) the d-exponent b of the T needed to reach a fixed error (T* ~ d^b, T* from a power-law fit in T at each d),
+and prints them next to each theorem's d-power (theory.bounds). Families:
+
+- gaussian: the rotated Gaussian `gaussian` (every sampler, Gaussian engine: KL exact, TV by exact-density MC);
+- product: `product-bimodal`, d copies of a two-mode law (every sampler, product engine: KL = sum of exact 1-D KLs);
+- mixture: `mixture-diag`, four components that do not factorise (deterministic samplers, flow Monte Carlo).
+
+Writes DIR/dimension.csv (rows appended as they finish; a re-run skips them), DIR/exponents.csv and
+DIR/dimension.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from samplers import get_sampler
+from studies.common import ResultsFile, clean_exit, progress, resolve_device
+from theory.bounds import theorems_for
+from theory.divergences import DivergenceError, measure
+from theory.rates import RateError, fit_order
+from theory.schedules import make_grid
+from theory.targets import get_target
+
+import theory.flow  # noqa: F401  (registers flow-mc and mixture-diag)
+import theory.product  # noqa: F401  (registers product and the product targets)
+
+# family -> (target, exact method, samplers it covers by default)
+FAMILIES = {
+    "gaussian": ("gaussian", "gaussian", ("ode", "ddim", "ode-accel", "ddpm", "ddpm-accel")),
+    "product": ("product-bimodal", "product", ("ode", "ddim", "ode-accel", "ddpm", "ddpm-accel")),
+    "mixture": ("mixture-diag", "flow-mc", ("ode", "ddim", "ode-accel")),
+}
+DEFAULT_D = [1, 2, 4, 8, 16, 32, 64]
+DEFAULT_T = [16, 32, 64]
+COLUMNS = ["family", "target", "sampler", "schedule", "d", "T", "metric", "value", "numerical_error", "method",
+           "samples", "seed", "flagged", "seconds"]
+KEY = ["family", "sampler", "schedule", "d", "T", "seed", "metric"]
+EXPONENT_COLUMNS = ["family", "sampler", "metric", "kind", "T_or_level", "exponent", "ci_low", "ci_high", "points",
+                    "d_range", "proven"]
+SATURATED_TV = 0.5  # TV above this is in its saturating regime, not in the small-error regime the theorems shape
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m studies.dimension", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--family", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    parser.add_argument("--sampler", nargs="+", default=None, help="samplers (default: each family's list)")
+    parser.add_argument("--d", nargs="+", type=int, default=DEFAULT_D, help="dimensions (default 1..64)")
+    parser.add_argument("--mixture-max-d", type=int, default=16,
+                        help="largest d for the mixture family (flow Monte Carlo costs d forward passes per draw)")
+    parser.add_argument("--T", nargs="+", type=int, default=DEFAULT_T, help="grid sizes (levels)")
+    parser.add_argument("--schedule", default="li2023")
+    parser.add_argument("--samples", type=int, default=20_000, help="Monte Carlo draws for TV (Gaussian, product)")
+    parser.add_argument("--flow-samples", type=int, default=1000, help="draws for flow Monte Carlo (mixture)")
+    parser.add_argument("--tv-level", type=float, default=0.05, help="the fixed TV whose T* is fitted against d")
+    parser.add_argument("--kl-level", type=float, default=0.005, help="the fixed KL whose T* is fitted against d")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared CPU)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=Path("results/dimension"))
+    parser.add_argument("--no-plot", action="store_true")
+    args = parser.parse_args(argv)
+    for name in ("d", "T"):
+        bad = [v for v in getattr(args, name) if v < (1 if name == "d" else 2)]
+        if bad:
+            parser.exit(2, f"{parser.prog}: error: bad --{name} value {bad[0]!r}\n")
+    for name in ("samples", "flow_samples", "threads"):
+        if getattr(args, name) < 1:
+            parser.exit(2, f"{parser.prog}: error: --{name.replace('_', '-')} must be >= 1\n")
+    if not (args.tv_level > 0 and args.kl_level > 0):
+        parser.exit(2, f"{parser.prog}: error: --tv-level and --kl-level must be > 0\n")
+    return args
+
+
+def jobs(args) -> list[tuple[str, str, int, int]]:
+    """(family, sampler, T, d) in the order that lets the product engine reuse its 1-D work across d."""
+    out = []
+    for family in args.family:
+        samplers = args.sampler or FAMILIES[family][2]
+        for name in samplers:
+            sampler = get_sampler(name)
+            if family == "mixture" and sampler.info.stochastic:
+                continue  # no exact method for stochastic samplers on a non-product mixture
+            for T in args.T:
+                for d in args.d:
+                    if family == "mixture" and d > args.mixture_max_d:
+                        continue
+                    out.append((family, name, T, d))
+    return out
+
+
+def run(args) -> pd.DataFrame:
+    device = resolve_device(args.device)
+    results = ResultsFile(args.out / "dimension.csv", COLUMNS, KEY)
+    todo = [j for j in jobs(args)
+            if not all(results.done(family=j[0], sampler=j[1], schedule=args.schedule, d=j[3], T=j[2],
+                                    seed=args.seed, metric=m) for m in ("tv", "kl"))]
+    for family, name, T, d in progress(todo, desc="dimension"):
+        target_name, method, _ = FAMILIES[family]
+        target = get_target(target_name, d, device=device)
+        grid = make_grid(args.schedule, T).to(device)
+        options = {"seed": args.seed}
+        if method == "gaussian":
+            options["mc_samples"] = args.samples
+        elif method == "product":
+            options["samples"] = args.samples
+        else:
+            options["samples"] = args.flow_samples
+        start = time.perf_counter()
+        try:
+            result = measure(target, get_sampler(name), grid, init="exact", method=method, **options)
+        except DivergenceError as err:
+            print(f"skipped {family} {name} d={d} T={T}: {err}", file=sys.stderr)
+            continue
+        seconds = time.perf_counter() - start
+        rows = []
+        for metric in ("tv", "kl"):
+            m = result[metric]
+            rows.append({"family": family, "target": target_name, "sampler": name, "schedule": args.schedule,
+                         "d": d, "T": T, "metric": metric, "value": m.value, "numerical_error": m.numerical_error,
+                         "method": m.method, "samples": m.details.get("samples", ""), "seed": args.seed,
+                         "flagged": m.flagged, "seconds": round(seconds, 3)})
+        results.append(rows)
+    return pd.read_csv(args.out / "dimension.csv")
+
+
+def _proven(sampler: str, metric: str, kind: str) -> str:
+    """The theorems' d-powers for this sampler: for the error at fixed T, d^a; for T* at fixed error, d^(a/p)
+    (error ~ d^a / T^p). KL-based theorems enter the TV column through Pinsker (TV ~ sqrt(KL))."""
+    parts = []
+    for th in theorems_for(sampler):
+        a, p = th.d_power, th.order
+        if th.metric == metric:
+            power = a if kind == "error" else a / p
+        elif th.metric == "kl" and metric == "tv":
+            power = a / 2 if kind == "error" else a / p
+        else:
+            continue
+        parts.append(f"{th.id}: {power:g}{' (recalled)' if th.recalled else ''}")
+    return "; ".join(parts)
+
+
+def _usable(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    keep = ~frame["flagged"].astype(str).str.lower().eq("true") & (frame["value"] > 0)
+    if metric == "tv":
+        keep &= frame["value"] < SATURATED_TV
+    return frame[keep]
+
+
+def fit_exponents(frame: pd.DataFrame, tv_level: float, kl_level: float) -> pd.DataFrame:
+    rows = []
+    for (family, sampler, metric), group in frame.groupby(["family", "sampler", "metric"]):
+        # (1) error ~ d^a at each fixed T
+        for T, at_T in group.groupby("T"):
+            pts = _usable(at_T, metric).sort_values("d")
+            if pts["d"].nunique() < 3:
+                continue
+            try:
+                fit = fit_order(pts["d"], pts["value"], decreasing=False, window=len(pts))
+            except RateError:
+                continue
+            rows.append({"family": family, "sampler": sampler, "metric": metric, "kind": "error_at_T",
+                         "T_or_level": T, "exponent": fit.order, "ci_low": fit.low, "ci_high": fit.high,
+                         "points": fit.points, "d_range": f"{pts['d'].min()}-{pts['d'].max()}",
+                         "proven": _proven(sampler, metric, "error")})
+        # (2) T* ~ d^b: at each d a power law in T (all usable T) solved for the fixed error level
+        level = tv_level if metric == "tv" else kl_level
+        d_star, T_star = [], []
+        for d, at_d in group.groupby("d"):
+            pts = _usable(at_d, metric).sort_values("T")
+            if len(pts) < 2:
+                continue
+            try:
+                fit = fit_order(pts["T"], pts["value"], window=len(pts))
+            except RateError:
+                continue
+            if fit.order <= 0:
+                continue
+            t_star = math.exp((fit.intercept - math.log(level)) / fit.order)
+            # keep T* within a factor 4 of the measured range (a short extrapolation at most)
+            if pts["T"].min() / 4 <= t_star <= pts["T"].max() * 4:
+                d_star.append(d)
+                T_star.append(t_star)
+        if len(d_star) >= 3:
+            fit = fit_order(d_star, T_star, decreasing=False, window=len(d_star))
+            rows.append({"family": family, "sampler": sampler, "metric": metric, "kind": "T_star",
+                         "T_or_level": level, "exponent": fit.order, "ci_low": fit.low, "ci_high": fit.high,
+                         "points": fit.points, "d_range": f"{min(d_star)}-{max(d_star)}",
+                         "proven": _proven(sampler, metric, "T_star")})
+    return pd.DataFrame(rows, columns=EXPONENT_COLUMNS)
+
+
+def plot(frame: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = [f for f in FAMILIES if f in set(frame["family"])]
+    fig, axes = plt.subplots(len(families), 2, figsize=(11, 3.6 * len(families)), squeeze=False)
+    for row, family in enumerate(families):
+        sub = frame[frame["family"] == family]
+        T_max = sub["T"].max()
+        for col, metric in enumerate(("tv", "kl")):
+            ax = axes[row, col]
+            for sampler, g in sub[(sub["metric"] == metric) & (sub["T"] == T_max)].groupby("sampler"):
+                g = g.sort_values("d")
+                ax.errorbar(g["d"], g["value"], yerr=g["numerical_error"], marker="o", ms=3, capsize=2,
+                            label=sampler)
+            d = np.array(sorted(sub["d"].unique()), float)
+            if len(d) and metric == "tv":
+                ref = sub[(sub["metric"] == metric) & (sub["T"] == T_max) & (sub["d"] == d.min())]["value"]
+                if len(ref):
+                    ax.plot(d, float(ref.median()) * d / d.min(), "k:", lw=1, label="slope d")
+                    ax.plot(d, float(ref.median()) * np.sqrt(d / d.min()), "k--", lw=1, label="slope sqrt(d)")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("dimension d")
+            ax.set_ylabel(metric.upper())
+            ax.set_title(f"{family} ({sub['target'].iloc[0]}), T = {T_max}, {sub['method'].iloc[0]}")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    with clean_exit("python -m studies.dimension"):
+        start = time.perf_counter()
+        frame = run(args)
+        frame = frame[frame["schedule"] == args.schedule]
+        exponents = fit_exponents(frame, args.tv_level, args.kl_level)
+        exponents.to_csv(args.out / "exponents.csv", index=False)
+        pd.set_option("display.width", 200)
+        pd.set_option("display.max_colwidth", 80)
+        print(f"d-exponents (error ~ d^a at fixed T; T* ~ d^b at TV = {args.tv_level}, KL = {args.kl_level}), "
+              "next to the theorems' d-powers:")
+        if len(exponents):
+            show = exponents.copy()
+            show["exponent"] = [f"{e:.2f} [{lo:.2f}, {hi:.2f}]" for e, lo, hi in
+                                zip(show["exponent"], show["ci_low"], show["ci_high"])]
+            print(show.drop(columns=["ci_low", "ci_high"]).to_string(index=False))
+        else:
+            print("(too few usable points for any fit)")
+        if not args.no_plot and len(frame):
+            plot(frame, args.out / "dimension.png")
+        print(f"wrote {args.out / 'dimension.csv'}, {args.out / 'exponents.csv'}"
+              f"{'' if args.no_plot else ', ' + str(args.out / 'dimension.png')} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
