@@ -64,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="largest d for the mixture family (flow Monte Carlo costs d forward passes per draw)")
     parser.add_argument("--T", nargs="+", type=int, default=DEFAULT_T, help="grid sizes (levels)")
     parser.add_argument("--schedule", default="li2023")
-    parser.add_argument("--samples", type=int, default=20_000, help="Monte Carlo draws for TV (Gaussian, product)")
+    parser.add_argument("--samples", type=int, default=10_000, help="Monte Carlo draws for TV (Gaussian, product)")
     parser.add_argument("--flow-samples", type=int, default=1000, help="draws for flow Monte Carlo (mixture)")
     parser.add_argument("--tv-level", type=float, default=0.05, help="the fixed TV whose T* is fitted against d")
     parser.add_argument("--kl-level", type=float, default=0.005, help="the fixed KL whose T* is fitted against d")

@@ -173,6 +173,7 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     tv = frame[frame["metric"] == "tv"]
@@ -189,6 +190,7 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
                 ax.axhline(float(base["value"].iloc[0]), color=line[0].get_color(), lw=0.8, ls=":")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("TV (dotted: exact score)")
         ax.grid(True, which="both", alpha=0.3)

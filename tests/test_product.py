@@ -121,3 +121,23 @@ def test_refuses_a_sampler_that_mixes_coordinates():
     assert check_coordinatewise(target, get_sampler("ddpm"), grid) < 1e-12
     with pytest.raises(DivergenceError, match="does not act coordinate-wise"):
         ENGINES["product"](target, _MixingSampler(), grid)
+
+
+def test_piecewise_linear_draws():
+    """Draws from a tabulated density have its moments (within 5 standard errors) and its log density."""
+    from theory.product import _draws_piecewise_linear
+
+    z = torch.linspace(-3.0, 5.0, 801, dtype=DTYPE)
+    p = torch.exp(-0.5 * (z - 1) ** 2 / 0.64) + 0.3 * torch.exp(-0.5 * (z + 1.5) ** 2 / 0.09)
+    y, log_p = _draws_piecewise_linear(z, p, 100_000, torch.Generator().manual_seed(0))
+    h = float(z[1] - z[0])
+    weights = p / (p.sum() * h)  # fine grid: Riemann moments are accurate to O(h^2)
+    mean = float((z * weights).sum() * h)
+    var = float(((z - mean) ** 2 * weights).sum() * h)
+    assert abs(float(y.mean()) - mean) < 5 * (var / 100_000) ** 0.5
+    assert abs(float(y.var()) / var - 1) < 0.02
+    idx = ((y - z[0]) / h).floor().long()
+    t = (y - z[idx]) / h
+    linear = p[idx] + (p[idx + 1] - p[idx]) * t
+    total = float((0.5 * (p[:-1] + p[1:])).sum()) * h
+    assert torch.allclose(log_p, torch.log(linear / total), atol=1e-10)
