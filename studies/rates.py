@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -126,18 +127,17 @@ def summarise(frame: pd.DataFrame, window: int | None) -> tuple[pd.DataFrame, li
             text = f"{metric.upper()} order {in_T} in T, {in_h} in step size (declared {expected:g})"
             claims = []
             for theorem in theorems_for(sampler_name, metric):
-                check = check_bound(theorem, Ts, d, values)
+                check = check_bound(theorem, Ts, d, values, window=window)
                 logs = theorem.log_power
-                if logs and math.isfinite(logs):
-                    stripped = fit_order(Ts, values / torch.log(torch.tensor(Ts)).numpy() ** logs, window=window)
+                stripped, against, shown = in_T, "T", ""
+                if math.isfinite(logs) and logs > 0:
+                    stripped = fit_order(Ts, values / np.log(Ts) ** logs, window=window)
                     against, shown = f"T/log^{logs:g}", f" ({stripped} after dividing log^{logs:g} T)"
-                elif len(Ts) >= 3:
-                    # "polylog": how many powers of log T the shape would need to hold with a steady constant.
-                    needed = fit_order(torch.log(torch.tensor(Ts)).numpy(), check.constants, decreasing=False,
-                                       window=window, asymptotic="large")
-                    stripped, against, shown = in_T, "T", f" (polylog: the data need log^{needed.order:.1f} T)"
-                else:
-                    stripped, against, shown = in_T, "T", ""
+                elif math.isnan(logs) and check.trend == "rising" and len(Ts) >= 3:
+                    # "polylog": how many powers of log T the shape would need for a steady constant.
+                    needed = fit_order(np.log(Ts), check.constants, decreasing=False, window=window,
+                                       asymptotic="large")
+                    shown = f" (polylog: the data need log^{needed.order:.1f} T)"
                 order_rows.append({**base, "against": against, "order": stripped.order, "ci_low": stripped.low,
                                    "ci_high": stripped.high, "proven_order": theorem.order, "theorem": theorem.id,
                                    "needed_constant_last": check.last, "constant_trend": check.trend})
@@ -184,6 +184,7 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     import numpy as np
 
     metrics = list(dict.fromkeys(frame["metric"]))
@@ -231,6 +232,7 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
             ax.plot(hs, mid_v * (hs / mid_h) ** p, color="grey", lw=0.8, ls=style, alpha=0.6, label=f"h^{p:g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("largest step size h = max(1 - alpha_t)")
     ax.set_ylabel(f"exact {metric.upper()}")
     ax.grid(True, which="both", alpha=0.25)

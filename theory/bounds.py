@@ -87,7 +87,9 @@ class BoundCheck:
         return self.constants[-1]
 
 
-def check_bound(theorem: Theorem, Ts: Sequence[float], d: int, values: Sequence[float]) -> BoundCheck:
-    """The constant the theorem would need at each T, and how it moves as T grows."""
+def check_bound(theorem: Theorem, Ts: Sequence[float], d: int, values: Sequence[float],
+                window: int | None = None) -> BoundCheck:
+    """The constant the theorem would need at each T, and how it moves as T grows (over the asymptotic window)."""
     constants = tuple(theorem.needed_constant(T, d, v) for T, v in zip(Ts, values))
-    return BoundCheck(theorem, constants, trend(np.asarray(Ts, float), np.asarray(constants)) if len(Ts) >= 2 else "n/a")
+    moving = trend(np.asarray(Ts, float), np.asarray(constants), window) if len(Ts) >= 2 else "n/a"
+    return BoundCheck(theorem, constants, moving)

@@ -76,9 +76,11 @@ def fit_order(x: Sequence[float], e: Sequence[float], decreasing: bool = True, w
                     tuple(float(v) for v in np.exp(lx)), k)
 
 
-def trend(x: Sequence[float], c: Sequence[float]) -> str:
-    """Describe a needed constant across T: 'bounded' (flat), 'falling' (bound loose) or 'rising' (bound fails)."""
-    fit = fit_order(x, c, decreasing=False, window=len(c))
+def trend(x: Sequence[float], c: Sequence[float], window: int | None = None) -> str:
+    """Describe a needed constant over the largest T: 'steady' (bound tight in shape), 'falling' (bound loose) or
+    'rising' (the data decay more slowly than the bound's shape). The slope of log c against log T decides, with
+    0.1 as the margin and the 95% interval required to clear it."""
+    fit = fit_order(x, c, decreasing=False, window=window, asymptotic="large")
     if fit.low > 0.1:
         return "rising"
     if fit.high < -0.1:
