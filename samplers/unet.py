@@ -201,7 +201,7 @@ class EDMDenoiser(nn.Module):
     def eps_and_features(self, x: Tensor, abar: Tensor) -> tuple[Tensor, Tensor]:
         """eps(x, abar) in VP coordinates and the bottleneck channel means, in x's dtype and device."""
         abar = torch.as_tensor(abar, dtype=torch.float64)
-        if abar.ndim != 0 or not (0.0 < float(abar) < 1.0):
+        if abar.ndim != 0 or not (0.0 < float(abar.detach()) < 1.0):
             raise ValueError(f"a level abar must be a scalar in (0, 1), got {abar.tolist()!r}")
         sigma = torch.sqrt((1 - abar) / abar)
         xt = x / torch.sqrt(abar).to(x)
