@@ -18,7 +18,9 @@ solvers at odd NFE use AFS where it is registered, marked with a dagger, as in t
 - exact_kl: KL(p_T || q) of the same sampler and grid on a Gaussian mixture fitted to the images by EM (theory.em),
   measured exactly by flow Monte Carlo (engine 'flow-mc', with its standard error), where that engine is present.
 Outputs in <out>/<data>/: images.csv (one row per sampler and NFE, appended as finished, skipped on restart),
-images_table.md (the paper's table layout), images.png (quality against NFE) and grids/*.png (sample grids).
+images_table.md (the paper's table layout), images.png (quality against NFE), grids/*.png (sample grids) and
+images_geometry.csv (AMED's observation on the network's and the mixture's Heun trajectories: the share of each
+trajectory's variance in its top 1, 2, 3 principal components, via studies.geometry.explained_variance).
 """
 
 from __future__ import annotations
@@ -514,14 +516,77 @@ def run_study(args, data: ImageData, model, facts: dict, device: torch.device, l
         if nfe in args.grid_nfe:
             _write_grid(samples[:64], out / "grids" / f"{name.replace(':', '-')}_nfe{nfe}.png",
                         f"{used.info.name}, NFE {nfe}")
+    geometry_note = ""
+    if args.geometry > 0:
+        z_geo = z[: args.geometry]
+        found = {}
+        shares = trajectory_geometry(model, z_geo, args.reference_steps)
+        if shares is not None:
+            found["network"] = shares
+            if mixture is not None:
+                from samplers.base import ExactModel
+
+                flat = ExactModel(mixture)
+                found[f"em-mixture-K{args.mixture_k}"] = trajectory_geometry(
+                    flat, z_geo.reshape(z_geo.shape[0], -1).cpu(), args.reference_steps)
+            geo_rows = [row for label, sh in found.items() for row in geometry_rows(sh, label, args.reference_steps)]
+            with (out / f"{NAME}_geometry.csv").open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(geo_rows[0]))
+                writer.writeheader()
+                writer.writerows(geo_rows)
+            geometry_note = "Trajectory geometry (AMED's observation; Heun trajectories, EDM coordinates): share of " \
+                "variance left outside the top two principal components, 1 - share, mean over trajectories " \
+                "[2.5%, 97.5% quantiles]: " + "; ".join(
+                    f"{r['model']} {1 - r['mean']:.2e} [{1 - r['q975']:.2e}, {1 - r['q025']:.2e}]"
+                    for r in geo_rows if r["k"] == 2) + "."
+            log(geometry_note)
     labels = {name: _schedule_label(*schedule_for(name, args.schedule)) for name in names + amed_names}
     rows = [r for r in results.rows() if r["samples"] == str(n) and r["seed"] == str(args.seed)
             and r["train_steps"] == str(facts["step"]) and labels.get(r["sampler"]) == r["schedule"]
             and int(r["nfe"]) in args.nfe]
     table = format_tables(rows, args.nfe, floor, accuracy, ref_self, facts)
+    if geometry_note:
+        table += "\n" + geometry_note + "\n"
     (out / f"{NAME}_table.md").write_text(table)
     print(table)
     _figure(rows, out / f"{NAME}.png", floor)
+    return rows
+
+
+def trajectory_geometry(model, z: torch.Tensor, steps: int) -> torch.Tensor | None:
+    """The AMED paper's observation on this model: Heun probability-flow trajectories from xt = sigma_max z on EDM's
+    grid, in EDM coordinates, each a cloud of steps + 1 points in R^d; the share of its variance in the top 1, 2, 3
+    principal components (studies.geometry.explained_variance), shape (n, 3). None when studies.geometry is absent."""
+    try:
+        from studies.geometry import explained_variance
+        from samplers.solvers import EDMView
+    except ImportError:
+        return None
+    from samplers.base import CountingModel
+
+    grid = sigma_grid("polynomial", steps + 1).to(z.device)
+    t = grid.sigma
+    view = EDMView(CountingModel(model))
+    x = t[0] * z
+    states = [x]
+    with torch.no_grad():
+        for i in range(steps):
+            d_cur = view.eps(x, t[i])
+            x_prime = x + (t[i + 1] - t[i]) * d_cur
+            x = x + (t[i + 1] - t[i]) * 0.5 * (d_cur + view.eps(x_prime, t[i + 1]))
+            states.append(x)
+    paths = torch.stack(states).reshape(steps + 1, z.shape[0], -1)
+    return explained_variance(paths)
+
+
+def geometry_rows(shares: torch.Tensor, label: str, steps: int) -> list[dict]:
+    rows = []
+    for k in range(shares.shape[1]):
+        v = shares[:, k].double()
+        half = 1.96 * float(v.std()) / math.sqrt(v.numel())
+        rows.append({"model": label, "k": k + 1, "mean": float(v.mean()), "ci_low": float(v.mean()) - half,
+                     "ci_high": float(v.mean()) + half, "q025": float(torch.quantile(v, 0.025)),
+                     "q975": float(torch.quantile(v, 0.975)), "trajectories": v.numel(), "steps": steps})
     return rows
 
 
@@ -660,6 +725,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="AMED variants trained on the network (samplers.amed); none to skip")
     p.add_argument("--amed-draws", type=int, default=512, help="noise draws that train each AMED predictor")
     p.add_argument("--amed-batch", type=int, default=64)
+    p.add_argument("--geometry", type=int, default=128,
+                   help="trajectories for the 2-D-subspace check on the network and the mixture (0: off)")
     p.add_argument("--grid-nfe", type=int, nargs="*", default=[5, 10], help="NFEs that get a PNG sample grid")
     return p
 
@@ -673,6 +740,7 @@ def _validate(p: argparse.ArgumentParser, args) -> None:
         (args.amed_draws >= 1 and args.amed_batch >= 1, "--amed-draws and --amed-batch must be >= 1"),
         (all(a == "amed" or a.startswith("amed-plugin:") for a in args.amed),
          f"--amed takes amed or amed-plugin:<base>, got {args.amed}"),
+        (args.geometry >= 0, f"--geometry must be >= 0, got {args.geometry}"),
         (args.threads >= 1, f"--threads must be >= 1, got {args.threads}"),
         (args.steps >= 1, f"--steps must be >= 1, got {args.steps}"),
         (args.batch >= 1, f"--batch must be >= 1, got {args.batch}"),

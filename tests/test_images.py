@@ -185,7 +185,8 @@ def test_inception_features_from_the_shipped_file():
 # The practical solvers when registered, else the seed paper's samplers (every name below must exist).
 SAMPLERS = ["euler", "heun", "dpmpp-2m", "ddpm"] if "heun" in sampler_names() else ["ddim", "ode-accel", "ddpm"]
 TINY = ["--tiny", "--samples", "32", "--reference-steps", "8", "--kl-samples", "8", "--nfe", "4", "5",
-        "--sampler", *SAMPLERS, "--grid-nfe", "4", "--amed", "amed", "--amed-draws", "8", "--amed-batch", "8"]
+        "--sampler", *SAMPLERS, "--grid-nfe", "4", "--amed", "amed", "--amed-draws", "8", "--amed-batch", "8",
+        "--geometry", "8"]
 
 
 def test_tiny_end_to_end_and_resume(tmp_path, capsys):
@@ -202,6 +203,11 @@ def test_tiny_end_to_end_and_resume(tmp_path, capsys):
     if images._amed_module() is not None:  # AMED-Solver, its predictor distilled on the network's features
         amed = {r["nfe"]: r for r in rows if r["sampler"] == "amed"}
         assert set(amed) == {"4", "5"} and amed["5"]["afs"] == "1" and float(amed["4"]["ref_error"]) >= 0
+    geometry = out / "images_geometry.csv"
+    if geometry.exists():  # studies.geometry present: PCA shares of the network's and the mixture's trajectories
+        with geometry.open() as fh:
+            shares = {(g["model"], int(g["k"])): float(g["mean"]) for g in csv.DictReader(fh)}
+        assert 0 < shares[("network", 1)] <= shares[("network", 2)] <= shares[("network", 3)] <= 1 + 1e-12
     heun5 = [r for r in rows if r["sampler"] == "heun" and r["nfe"] == "5"]
     assert not heun5 or heun5[0]["afs"] == "1", "heun reaches an odd NFE only with AFS"
     for png in ("images.png", f"grids/{SAMPLERS[0]}_nfe4.png", "grids/reference.png", "grids/data.png"):
