@@ -45,8 +45,8 @@ FAMILIES = {
     "product": ("product-bimodal", "product", ("ode", "ddim", "ode-accel", "ddpm", "ddpm-accel")),
     "mixture": ("mixture-diag", "flow-mc", ("ode", "ddim", "ode-accel")),
 }
-DEFAULT_D = [1, 2, 4, 8, 16, 32, 64]
-DEFAULT_T = [16, 32, 64]
+DEFAULT_D = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+DEFAULT_T = [16, 32, 64, 128]
 COLUMNS = ["family", "target", "sampler", "schedule", "d", "T", "metric", "value", "numerical_error", "method",
            "samples", "seed", "flagged", "seconds"]
 KEY = ["family", "sampler", "schedule", "d", "T", "seed", "metric"]
@@ -59,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m studies.dimension", description=__doc__.split("\n\n")[0])
     parser.add_argument("--family", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--sampler", nargs="+", default=None, help="samplers (default: each family's list)")
-    parser.add_argument("--d", nargs="+", type=int, default=DEFAULT_D, help="dimensions (default 1..64)")
+    parser.add_argument("--d", nargs="+", type=int, default=DEFAULT_D, help="dimensions (default 1..256)")
     parser.add_argument("--mixture-max-d", type=int, default=16,
                         help="largest d for the mixture family (flow Monte Carlo costs d forward passes per draw)")
     parser.add_argument("--T", nargs="+", type=int, default=DEFAULT_T, help="grid sizes (levels)")
@@ -211,6 +211,7 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     families = [f for f in FAMILIES if f in set(frame["family"])]
+    colours = {name: f"C{i}" for i, name in enumerate(sorted(frame["sampler"].unique()))}
     fig, axes = plt.subplots(len(families), 2, figsize=(11, 3.6 * len(families)), squeeze=False)
     for row, family in enumerate(families):
         sub = frame[frame["family"] == family]
@@ -220,7 +221,7 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
             for sampler, g in sub[(sub["metric"] == metric) & (sub["T"] == T_max)].groupby("sampler"):
                 g = g.sort_values("d")
                 ax.errorbar(g["d"], g["value"], yerr=g["numerical_error"], marker="o", ms=3, capsize=2,
-                            label=sampler)
+                            color=colours[sampler], label=sampler)
             d = np.array(sorted(sub["d"].unique()), float)
             if len(d) and metric == "tv":
                 ref = sub[(sub["metric"] == metric) & (sub["T"] == T_max) & (sub["d"] == d.min())]["value"]
@@ -231,7 +232,8 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
             ax.set_yscale("log")
             ax.set_xlabel("dimension d")
             ax.set_ylabel(metric.upper())
-            ax.set_title(f"{family} ({sub['target'].iloc[0]}), T = {T_max}, {sub['method'].iloc[0]}")
+            methods = "/".join(sorted(sub[sub["metric"] == metric]["method"].unique()))
+            ax.set_title(f"{family} ({sub['target'].iloc[0]}), T = {T_max}, {methods}")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)
     fig.tight_layout()

@@ -349,9 +349,9 @@ def _one_d(rep, sampler: Sampler, grid: Grid, init: str, G: int | None, width: f
     options = {} if G is None or name not in ("grid-1d-kernel", "grid-1d-flow") else {"G": G}
     one_d = ENGINES[name](rep, sampler, grid, init=init, **options)
     if name == "grid-1d-kernel":
-        z, p = _kernel_density(rep, sampler, grid, init, one_d["tv"].details["G"], width)
+        z, p = _kernel_density(rep, sampler, grid, init, one_d["tv"].details.get("G", 1 << 13), width)
     elif name == "grid-1d-flow":
-        z, p = _flow_density(rep, sampler, grid, init, max(one_d["tv"].details["G"], 1 << 14), width)
+        z, p = _flow_density(rep, sampler, grid, init, max(one_d["tv"].details.get("G", 0), 1 << 14), width)
     else:
         raise DivergenceError(
             f"no 1-D output density for sampler {sampler.info.name!r} by method {name!r}: the product engine needs "
