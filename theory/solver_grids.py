@@ -7,7 +7,10 @@ sigma_min, turned into project grids by `Grid.from_sigmas` (N points = T levels;
 - `time_uniform` (rho = 1 or 2): VP time tau^(1/rho) uniform on [tau_min = 1e-3, 1], mapped by the VP schedule
       sigma(tau) = sqrt( exp(beta_d tau^2 / 2 + beta_min tau) - 1 )
   whose beta_d, beta_min solve sigma(1) = smax, sigma(tau_min) = smin (a 2 x 2 linear system).
-- `li2023` (theory.schedules) is the seed paper's grid and already a project grid; every solver runs on it too.
+- `li2023` (theory.schedules) is the seed paper's grid and already a project grid; every solver runs on it too, but
+  its ends move with T (abar_1 = 1 - T^-2, so sigma_min ~ 1/T), so errors on it are not comparable with the others.
+- `li2023-sigma`: the li2023 grid's spacing in lambda, rescaled affinely onto [-log smax, -log smin]: the seed
+  paper's step-size shape between the common end points.
 
 Recommended pairings (AMED code base): euler, heun, dpm-solver-2, ipndm: polynomial; dpmpp-*, unipc: logsnr;
 deis: time_uniform rho 2; amed: time_uniform rho 1.
@@ -118,3 +121,19 @@ def time_uniform(T: int, rho: float = 1.0, sigma_min: float = SIGMA_MIN, sigma_m
     sigmas[0], sigmas[-1] = sigma_max, sigma_min
     return Grid.from_sigmas(sigmas, "time_uniform", {"rho": float(rho), "sigma_min": sigma_min,
                                                        "sigma_max": sigma_max, "tau_min": tau_min})
+
+
+@register_schedule("li2023-sigma")
+def li2023_sigma(T: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, c0: float = 2.0,
+                 c1: float = 4.0, beta_max: float = 0.5) -> Grid:
+    """li2023's lambda spacing mapped affinely onto lambda in [-log sigma_max, -log sigma_min]."""
+    from theory.schedules import li2023
+
+    _check_range(sigma_min, sigma_max)
+    lam = li2023(T, c0=c0, c1=c1, beta_max=beta_max).lam
+    u = (lam - lam[0]) / (lam[-1] - lam[0])
+    new = -math.log(sigma_max) + u * (math.log(sigma_max) - math.log(sigma_min))
+    sigmas = torch.exp(-new)
+    sigmas[0], sigmas[-1] = sigma_max, sigma_min
+    return Grid.from_sigmas(sigmas, "li2023-sigma", {"sigma_min": sigma_min, "sigma_max": sigma_max, "c0": c0,
+                                                     "c1": c1, "beta_max": beta_max})
