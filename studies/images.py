@@ -596,10 +596,14 @@ def geometry_rows(shares: torch.Tensor, label: str, steps: int) -> list[dict]:
 
 # ============================================================================ reporting
 def _cell(row: dict | None, column: str, digits: int = 2, scientific: bool = False) -> str:
+    if row is not None and column == "exact_kl" and row.get("note", "").startswith("exact KL refused"):
+        return "‡"
     if row is None or row.get(column, "") in ("", None):
         return "–"
     value = float(row[column])
     text = f"{value:.2e}" if scientific else f"{value:.{digits}f}"
+    if column == "exact_kl" and row.get("exact_kl_se", "") not in ("", None):
+        text = f"{value:.3g} ± {float(row['exact_kl_se']):.2g}"  # the Monte Carlo standard error (+ rounding)
     return text + ("†" if row.get("afs") == "1" else "")
 
 
@@ -613,13 +617,15 @@ def format_tables(rows: list[dict], nfes: list[int], floor: float, accuracy: flo
         f"U-Net: {facts['parameters']:,} parameters, {facts['step']} training steps "
         f"({facts['seconds']:.0f} s). Classifier held-out accuracy {accuracy:.3f}; "
         f"classifier-FD floor of real images at this sample size {floor:.3f}; reference self-error {ref_self:.2e}.",
-        "† AFS (analytical first step) used to reach an odd NFE; – not reachable or not measured.",
+        "† AFS (analytical first step) used to reach an odd NFE; – not reachable or not measured; ‡ flow Monte Carlo "
+        "refused: the sampler's map has a Jacobian of non-positive determinant at a drawn point (not a "
+        "diffeomorphism there, so its output density is not a change of variables); the CSV's note says where.",
     ]
     for title, column, digits, sci in (("Classifier-FD (lower is better)", "classifier_fd", 2, False),
                                        ("Reference error (RMS pixel distance to the many-step solution)",
                                         "ref_error", 3, False),
                                        ("Inception FID", "inception_fid", 2, False),
-                                       ("Exact KL on the EM mixture (flow Monte Carlo)", "exact_kl", 0, True)):
+                                       ("Exact KL on the EM mixture (flow Monte Carlo, ± standard error)", "exact_kl", 0, True)):
         if not any(r.get(column, "") not in ("", None) for r in rows):
             if column == "exact_kl":
                 notes = {r["note"] for r in rows if r.get("note")}
