@@ -213,8 +213,9 @@ def plot(frame: pd.DataFrame, path: Path, table: str) -> None:
     if table == "recommended":
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         for metric, ax in zip(("kl", "tv"), axes):
+            every = sorted(frame["nfe"].unique())
             for label, part in ok.groupby("label"):
-                part = part.sort_values("nfe")
+                part = part.set_index("nfe").reindex(every).reset_index()  # gaps (n/i) break the line
                 style = "-o" if label.startswith("AMED") else "--."
                 ax.errorbar(part["nfe"], part[metric], yerr=part[f"{metric}_error"].astype(float), fmt=style,
                             label=label, capsize=2)
@@ -231,7 +232,7 @@ def plot(frame: pd.DataFrame, path: Path, table: str) -> None:
         fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False, sharey=True)
         for ax, name in zip(axes.flat, solvers):
             for grid, part in ok[ok["sampler"] == name].groupby("grid"):
-                part = part.sort_values("nfe")
+                part = part.set_index("nfe").reindex(sorted(frame["nfe"].unique())).reset_index()
                 ax.plot(part["nfe"], part["kl"], "-o", ms=3, label=grid)
             ax.set_title(LABELS.get(name, name), fontsize=9)
             ax.set_yscale("log")
