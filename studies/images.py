@@ -702,8 +702,15 @@ def _figure(rows: list[dict], path: Path, floor: float) -> None:
 
 
 # ============================================================================ command line
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """Bad input: one line on stderr and exit status 2 (the house rule), not the whole usage text."""
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("command", nargs="?", default="all", choices=["all", "train", "study"],
                    help="all (default): train or resume, then the NFE study; train; study")
     p.add_argument("--data", default="digits", choices=list(PRESETS), help="image source (default digits)")

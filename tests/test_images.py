@@ -249,4 +249,4 @@ def test_bad_input_exits_2_with_one_line(argv, message, capsys):
         images.main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert message in err
+    assert message in err and len(err.strip().splitlines()) == 1, err
