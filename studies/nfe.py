@@ -198,7 +198,9 @@ def headline(frame: pd.DataFrame, nfe: int = 5) -> str:
     best, second = at.iloc[0], at.iloc[1] if len(at) > 1 else None
     text = f"NFE {nfe}: {best['label']} wins with KL {best['kl']:.3g}"
     if second is not None:
-        text += f", {second['kl'] / best['kl']:.2f}x below the runner-up {second['label']} (KL {second['kl']:.3g})"
+        text += (f" (+- {float(best['kl_error']):.2g}), {second['kl'] / best['kl']:.2f}x below the runner-up "
+                 f"{second['label']} (KL {second['kl']:.3g} +- {float(second['kl_error']):.2g}); "
+                 f"TV {float(best['tv']):.4g} against {float(second['tv']):.4g}")
     return text
 
 
