@@ -252,16 +252,16 @@ def _grid_1d_kernel_once(target, sampler: MarkovSampler, grid, p_init, G: int, w
     q_out = float(1 - (target.cdf(z[-1:], level) - target.cdf(z[:1], level)))
     tv = 0.5 * float(_trapezoid((p - q).abs(), h)) + 0.5 * q_out
     log_ratio = torch.log(p).clamp_min(-745.0) - target.log_prob(z[:, None], level)
-    kl = float(_trapezoid(q * _kl_density(log_ratio), h))
+    kl = float(_trapezoid(_kl_integrand(p, q, log_ratio), h))
     return {"tv": tv, "kl": kl}, abs(mass - 1) + q_out
 
 
-def _kl_density(u: Tensor) -> Tensor:
-    """f(u) = e^u (u - 1) + 1 >= 0, so that p log(p/q) - p + q = q f(log(p/q)); a series near u = 0 keeps small
-    divergences accurate (f = sum_n u^(n+2) / (n! (n+2)))."""
-    direct = torch.exp(u) * (u - 1) + 1
-    series = u**2 / 2 + u**3 / 3 + u**4 / 8 + u**5 / 30 + u**6 / 144
-    return torch.where(u.abs() < 1e-2, series, direct)
+def _kl_integrand(p: Tensor, q: Tensor, u: Tensor) -> Tensor:
+    """p log(p/q) - p + q >= 0 with u = log(p/q): equal to q f(u), f(u) = e^u (u - 1) + 1. Near u = 0 the series
+    f = sum_n u^(n+2) / (n! (n+2)) keeps small divergences accurate; elsewhere p (u - 1) + q avoids e^u, which
+    overflows where q underflows (narrow targets, far tails)."""
+    series = q * (u**2 / 2 + u**3 / 3 + u**4 / 8 + u**5 / 30 + u**6 / 144)
+    return torch.where(u.abs() < 1e-2, series, p * (u - 1) + q)
 
 
 def min_scale_1d(target: GaussianMixture, grid: Grid) -> float:

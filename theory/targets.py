@@ -72,7 +72,12 @@ class GaussianMixture:
             if asym[k] > 1e-10 * scale[k]:
                 raise TargetError(f"covariance {k} is not symmetric (max asymmetry {float(asym[k]):.3g})")
         covs = 0.5 * (covs + covs.transpose(-1, -2))
-        lam, U = torch.linalg.eigh(covs)
+        eye = torch.eye(d, dtype=DTYPE, device=device)
+        if torch.all(covs * (1 - eye) == 0):
+            # Diagonal covariances: keep the coordinate basis (eigh may permute it), so scores stay O(d).
+            lam, U = torch.diagonal(covs, dim1=-2, dim2=-1).clone(), eye.expand(K, d, d).clone()
+        else:
+            lam, U = torch.linalg.eigh(covs)
         for k in range(K):
             if lam[k].min() < -1e-10 * scale[k]:
                 raise TargetError(
@@ -85,7 +90,6 @@ class GaussianMixture:
         self.covs = covs
         self.eigvals = lam.clamp_min(0.0)  # (K, d)
         self.eigvecs = U  # (K, d, d), columns are eigenvectors
-        eye = torch.eye(d, dtype=DTYPE, device=device)
         self.diagonal = bool(torch.all((U.abs() - eye).abs() < 1e-14)) if d > 0 else True
 
     # ------------------------------------------------------------------ basic facts
@@ -324,6 +328,8 @@ def register_target(name: str):
 
 def get_target(name: str, d: int | None = None, device: str | torch.device = "cpu") -> GaussianMixture:
     """A built-in target by name (with dimension d where it has one), or a JSON file by path."""
+    from theory import flow, product  # noqa: F401  (they register their targets: product-*, mixture-diag, ...)
+
     if name in TARGETS:
         target = TARGETS[name](d)
         if d is not None and target.d != d:
