@@ -401,7 +401,9 @@ def _mixture(args, data: ImageData, log):
     """The EM mixture fitted to the flattened images (cached); None when --kl-samples is 0."""
     if args.kl_samples <= 0:
         return None
-    path = Path(args.out) / args.data / f"mixture_K{args.mixture_k}.pt"
+    iterations = 2 if args.tiny else 200
+    path = Path(args.out) / args.data / (f"mixture_K{args.mixture_k}_reg{args.mixture_reg:g}_it{iterations}_"
+                                         f"n{min(len(data), args.em_images)}_s{args.seed}.pt")
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=False)
         from theory.targets import GaussianMixture
@@ -412,7 +414,7 @@ def _mixture(args, data: ImageData, log):
     if flat.shape[0] > args.em_images:  # EM's E-step holds K x n x d numbers
         keep = torch.randperm(flat.shape[0], generator=torch.Generator().manual_seed(args.seed + 11))
         flat = flat[keep[: args.em_images]]
-    result = fit_em(flat, args.mixture_k, iterations=2 if args.tiny else 200, reg=args.mixture_reg, seed=args.seed,
+    result = fit_em(flat, args.mixture_k, iterations=iterations, reg=args.mixture_reg, seed=args.seed,
                     name=f"em-{args.data}-K{args.mixture_k}")
     log(f"EM mixture: K = {args.mixture_k}, d = {flat.shape[1]}, {result.iterations} iterations, "
         f"mean log-likelihood {result.log_likelihood[-1]:.3f} ({time.time() - t0:.0f} s)")
