@@ -16,28 +16,37 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = Path("results/figures")
 
-# name -> (study module, arguments, the PNG the study writes relative to its --out)
-FIGURES: dict[str, tuple[str, list[str], str]] = {
-    "rates": ("studies.rates", ["--sampler", "ode", "ddim", "ode-accel", "ddpm", "ddpm-accel"], "rates.png"),
+# name -> (study module, arguments, {PNG the study writes, relative to its --out: file name under figures/})
+FIGURES: dict[str, tuple[str, list[str], dict[str, str]]] = {
+    "rates": ("studies.rates", ["--sampler", "ode", "ddim", "ode-accel", "ddpm", "ddpm-accel"],
+              {"rates.png": "rates.png"}),
     "rates-gaussian-init": ("studies.rates", ["--sampler", "ode", "ddim", "ode-accel", "ddpm", "ddpm-accel",
-                                              "--init", "gaussian"], "rates.png"),
+                                              "--init", "gaussian"], {"rates.png": "rates-gaussian-init.png"}),
+    "dimension": ("studies.dimension", [], {"dimension.png": "dimension.png"}),
+    "score-error": ("studies.score_error", [], {"score_error.png": "score_error.png"}),
+    "nfe": ("studies.nfe", [], {"nfe.png": "nfe.png", "nfe_grids.png": "nfe_grids.png"}),
+    "geometry": ("studies.geometry", [], {"geometry.png": "geometry.png"}),
+    "images": ("studies.images", [], {"digits/images.png": "images.png",
+                                      "digits/grids/reference.png": "images-reference.png",
+                                      "digits/grids/deis_nfe5.png": "images-deis-nfe5.png",
+                                      "digits/grids/ddim_nfe5.png": "images-ddim-nfe5.png"}),
 }
 
 
-def register_figure(name: str, module: str, args: list[str], png: str) -> None:
-    FIGURES[name] = (module, args, png)
-
-
-def build(name: str) -> Path:
-    module, args, png = FIGURES[name]
+def build(name: str) -> list[Path]:
+    module, args, pngs = FIGURES[name]
     out = RESULTS / name
     study = importlib.import_module(module)
     started = time.time()
-    study.main([*args, "--out", str(out)])
-    target = HERE / f"{name}.png"
-    shutil.copyfile(out / png, target)
-    print(f"[figures] {name}: {target} ({time.time() - started:.0f} s)", file=sys.stderr)
-    return target
+    status = study.main([*args, "--out", str(out)])
+    if status:
+        raise SystemExit(status)
+    written = []
+    for source, target in pngs.items():
+        shutil.copyfile(out / source, HERE / target)
+        written.append(HERE / target)
+    print(f"[figures] {name}: {', '.join(str(w) for w in written)} ({time.time() - started:.0f} s)", file=sys.stderr)
+    return written
 
 
 def main(argv=None) -> None:

@@ -88,7 +88,7 @@ def progress(iterable, total: int | None = None, desc: str = ""):
     """A progress bar on stderr (tqdm)."""
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.5)
 
 
 def powers_of_two(lo: int, hi: int) -> list[int]:

@@ -43,6 +43,7 @@ import torch
 from samplers import get_sampler, sampler_names
 from samplers.base import REGISTRY, Noise, Sampler, SamplerError
 from samplers.unet import EDMDenoiser, UNetConfig, parameter_count
+from studies.common import progress, resolve_device
 from studies.image_data import DataSourceError, ImageData, load_images
 from studies.image_quality import (
     InceptionFeatures,
@@ -92,21 +93,6 @@ def _clean_exit() -> Iterator[None]:
     except BAD_INPUT + (CheckpointError,) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def _progress(iterable, total=None, desc=""):
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
-
-
-def _device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SamplerError(f"device {name!r} requested but CUDA is not available on this machine")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise SamplerError(f"unknown device {name!r}: use cpu or cuda") from None
 
 
 # ============================================================================ training
@@ -160,7 +146,7 @@ def train(args, data: ImageData, device: torch.device, log=print) -> tuple[EDMDe
     images = data.images.to(device)
     sd = config.sigma_data
     model.train()
-    bar = _progress(range(step, args.steps), total=args.steps - step, desc="train")
+    bar = progress(range(step, args.steps), total=args.steps - step, desc="train")
     running = None
     started = time.time()
     last_save = started
@@ -391,7 +377,7 @@ def _classifier(args, data: ImageData, device, log):
             return clf.to(device).eval(), saved["accuracy"]
     t0 = time.time()
     clf, accuracy = train_classifier(data.images, data.labels, data.classes, epochs=epochs, seed=args.seed,
-                                     device=device, progress=_progress)
+                                     device=device, progress=progress)
     log(f"feature classifier: held-out accuracy {accuracy:.3f} ({time.time() - t0:.0f} s)")
     _save(path, {"state": clf.state_dict(), "accuracy": accuracy, "epochs": epochs, "n": len(data)})
     return clf, accuracy
@@ -490,7 +476,7 @@ def run_study(args, data: ImageData, model, facts: dict, device: torch.device, l
     if args.amed and not amed_names:
         log("AMED: samplers.amed is not present; its rows are missing")
     tasks = [(name, nfe) for name in names + amed_names for nfe in args.nfe]
-    bar = _progress(tasks, total=len(tasks), desc="samplers x NFE")
+    bar = progress(tasks, total=len(tasks), desc="samplers x NFE")
     for name, nfe in bar:
         bar.set_postfix(sampler=name, nfe=nfe)
         schedule, params = schedule_for(name, args.schedule)
@@ -811,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     with _clean_exit():
-        device = _device(args.device)
+        device = resolve_device(args.device)
         if args.schedule is not None and args.schedule not in SCHEDULES and args.schedule != "polynomial":
             raise ScheduleError(f"unknown schedule {args.schedule!r}: known schedules are {', '.join(sorted(SCHEDULES))}")
         if args.sampler:

@@ -15,14 +15,6 @@ from theory.schedules import make_grid
 from theory.targets import DTYPE, get_target
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small tensors on a shared 2-core machine run several times faster without thread contention.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_logdet_matches_the_full_jacobian():
     """Forward mode with d tangents gives the same log|det dF/dx| as the Jacobian built column by column."""

@@ -27,14 +27,6 @@ from theory.targets import GaussianMixture
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two shared cores: more threads oversubscribe them and run far slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def random_denoiser(seed: int = 0) -> EDMDenoiser:
     """A small U-Net with every weight random (the zero-initialised output layers too), so F is not trivial."""

@@ -15,13 +15,6 @@ from theory.schedules import make_grid
 from theory.targets import DTYPE, GaussianMixture, TargetError, get_target
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _marginals():
     a = GaussianMixture([0.3, 0.7], [[-1.0], [0.8]], [[[0.2]], [[0.5]]], "a")

@@ -16,13 +16,6 @@ from theory.schedules import make_grid
 from theory.targets import DTYPE, GaussianMixture, get_target
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_sizes_of_a_high_frequency_field():
     """At high frequency E sin^2 = 1/2 and E|cos| = 2/pi under any smooth law: eps_score = a / sqrt(2) and
