@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-from samplers.base import CountingModel, ExactModel, MarkovSampler, Sampler, ScriptedNoise, ZeroNoise
+from samplers.base import CountingModel, ExactModel, MarkovSampler, Sampler, ZeroNoise
 from theory.schedules import Grid
 from theory.targets import DTYPE, GaussianMixture, gaussian
 
@@ -237,7 +237,10 @@ def _kernel_range(target: GaussianMixture, grid: Grid, p_init: GaussianMixture, 
     return lo, hi
 
 
-def _grid_1d_kernel_once(target, sampler: MarkovSampler, grid, p_init, G: int, width: float):
+def kernel_density_1d(target, sampler: MarkovSampler, grid: Grid, p_init: GaussianMixture, G: int,
+                      width: float) -> tuple[Tensor, float, Tensor, float]:
+    """The output density of a Markov sampler on a uniform grid (the propagation of method 2): nodes z, spacing h,
+    the density normalised to mass one, and the mass it had before normalising (its defect is an error term)."""
     lo, hi = _kernel_range(target, grid, p_init, width)
     z = torch.linspace(lo, hi, G, dtype=DTYPE, device=target.device)
     h = (hi - lo) / (G - 1)
@@ -251,7 +254,11 @@ def _grid_1d_kernel_once(target, sampler: MarkovSampler, grid, p_init, G: int, w
         if std > 0:
             p = _gaussian_blur(p, h, std)
     mass = float(_trapezoid(p, h))
-    p = p / mass
+    return z, h, p / mass, mass
+
+
+def _grid_1d_kernel_once(target, sampler: MarkovSampler, grid, p_init, G: int, width: float):
+    z, h, p, mass = kernel_density_1d(target, sampler, grid, p_init, G, width)
     level = grid.abar[-1]
     q = torch.exp(target.log_prob(z[:, None], level))
     q_out = float(1 - (target.cdf(z[-1:], level) - target.cdf(z[:1], level)))

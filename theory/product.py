@@ -312,20 +312,8 @@ def _flow_density(rep, sampler: Sampler, grid: Grid, init: str, G: int, width: f
 
 def _kernel_density(rep, sampler: MarkovSampler, grid: Grid, init: str, G: int, width: float):
     """The output density of a Markov sampler on a uniform grid (the propagation of method 2), normalised."""
-    p_init = _initial_marginal(rep, grid, init)
-    lo, hi = dv._kernel_range(rep, grid, p_init, width)
-    z = torch.linspace(lo, hi, G, dtype=DTYPE, device=rep.device)
-    h = (hi - lo) / (G - 1)
-    p = torch.exp(p_init.log_prob(z[:, None], 1.0))
-    model = CountingModel(ExactModel(rep))
-    what = f"{sampler.info.name} on {grid.name} T={grid.T}"
-    for step in sampler.transitions(model, grid):
-        if step.map is not None:
-            p = dv._pushforward(p, z, lo, h, step.map, what)
-        std = float(step.std)
-        if std > 0:
-            p = dv._gaussian_blur(p, h, std)
-    return z, p / float(dv._trapezoid(p, h))
+    z, _, p, _ = dv.kernel_density_1d(rep, sampler, grid, _initial_marginal(rep, grid, init), G, width)
+    return z, p
 
 
 # The 1-D work of a (marginal, sampler, grid) does not depend on d: studies that sweep d reuse it.
