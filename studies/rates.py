@@ -26,7 +26,7 @@ import torch
 from samplers import get_sampler, sampler_names
 from studies.common import ResultsFile, clean_exit, powers_of_two, progress, resolve_device
 from theory.bounds import check_bound, theorems_for
-from theory.divergences import DivergenceError, Measurement, init_error, measure
+from theory.divergences import DivergenceError, Measurement, choose_method, init_error, measure
 from theory.rates import RateError, fit_order, local_slopes
 from theory.schedules import make_grid
 from theory.targets import get_target
@@ -73,9 +73,10 @@ def measure_rows(args, sampler_name: str, T: int, target, device) -> list[dict]:
     sampler = get_sampler(sampler_name)
     grid = make_grid(args.schedule, T).to(device)
     torch.manual_seed(args.seed)
-    options = {"seed": args.seed} if (args.method == "gaussian" or (args.method == "auto" and target.is_gaussian
-                                                                   and target.d > 1)) else {}
-    result = measure(target, sampler, grid, init=args.init, method=args.method, **options)
+    method = choose_method(target, sampler) if args.method == "auto" else args.method
+    # Monte Carlo parts (Gaussian TV in d > 1, flow Monte Carlo, product TV) draw from --seed.
+    options = {"seed": args.seed} if method in ("gaussian", "flow-mc", "product") else {}
+    result = measure(target, sampler, grid, init=args.init, method=method, **options)
     start_error = init_error(target, grid, args.init)
     nfe = sampler.nfe(grid)
     rows = []

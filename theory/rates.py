@@ -66,6 +66,8 @@ def fit_order(x: Sequence[float], e: Sequence[float], decreasing: bool = True, w
     at_large = decreasing if asymptotic is None else asymptotic == "large"
     order = np.argsort(lx)
     lx, le = (lx[order][-k:], le[order][-k:]) if at_large else (lx[order][:k], le[order][:k])
+    if np.ptp(lx) == 0:
+        raise RateError("the points of the fit window share one abscissa (e.g. capped steps of equal size)")
     res = stats.linregress(lx, le)
     slope = -res.slope if decreasing else res.slope
     if k >= 3:
