@@ -55,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=None, help="points in the asymptotic fit window")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: the tensors are small, more threads only contend)")
     parser.add_argument("--out", type=Path, default=Path("results/rates"))
     parser.add_argument("--no-plot", action="store_true", help="skip the figure")
     return parser.parse_args(argv)
@@ -250,6 +252,7 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    torch.set_num_threads(max(1, args.threads))
     device = resolve_device(args.device)
     names = _samplers(args.sampler)
     target = get_target(args.target, d=args.d, device=device)
