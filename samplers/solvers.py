@@ -29,7 +29,6 @@ NFE is always counted by the CountingModel the sampler is handed; a solver never
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import torch
@@ -253,10 +252,10 @@ def _unipc_coefficients(rks: Tensor, hh: Tensor, order: int) -> tuple[Tensor, Te
     return torch.stack(R), torch.stack(b), h_phi_1, B_h
 
 
-def unipc_predict(x, t_cur, t_next, ms, lams, order):
-    """UniP-p (bh2): x_{n+1} = (t_{n+1}/t_n) x_n - phi1 m_n - B(h) sum_k rho_k D1_k, D1_k = (m_{n-k} - m_n)/r_k,
-    r_k = (lambda_{n-k} - lambda_n)/h; rho = 1/2 for p = 2, else R[:-1,:-1] rho = b[:-1]."""
-    h = -torch.log(t_next) - lams[-1]
+def _unipc_differences(t_to, ms, lams, order):
+    """What UniP and UniC share for a step from lams[-1] to sigma t_to: h, the scaled differences
+    D1_k = (m_{n-k} - m_n) / r_k with r_k = (lambda_{n-k} - lambda_n) / h, and the bh2 coefficients."""
+    h = -torch.log(t_to) - lams[-1]
     rks, D1s = [], []
     for i in range(1, order):
         rk = (lams[-(i + 1)] - lams[-1]) / h
@@ -264,6 +263,13 @@ def unipc_predict(x, t_cur, t_next, ms, lams, order):
         D1s.append((ms[-(i + 1)] - ms[-1]) / rk)
     rks.append(torch.ones_like(h))
     R, b, h_phi_1, B_h = _unipc_coefficients(torch.stack(rks), -h, order)
+    return D1s, R, b, h_phi_1, B_h
+
+
+def unipc_predict(x, t_cur, t_next, ms, lams, order):
+    """UniP-p (bh2): x_{n+1} = (t_{n+1}/t_n) x_n - phi1 m_n - B(h) sum_k rho_k D1_k, D1_k = (m_{n-k} - m_n)/r_k,
+    r_k = (lambda_{n-k} - lambda_n)/h; rho = 1/2 for p = 2, else R[:-1,:-1] rho = b[:-1]."""
+    D1s, R, b, h_phi_1, B_h = _unipc_differences(t_next, ms, lams, order)
     x_new = (t_next / t_cur) * x - h_phi_1 * ms[-1]
     if not D1s:
         return x_new
@@ -275,14 +281,7 @@ def unipc_correct(x_prev, t_prev, t_cur, m_cur, ms, lams, order):
     """UniC-p (bh2): corrects the predicted state at t_cur with the model output m_cur evaluated there,
     x_c = (t_cur/t_prev) x_prev - phi1 m_prev - B(h) ( sum_k rho_k D1_k + rho_p (m_cur - m_prev) ),
     rho solving R rho = b (rho = 1/2 for p = 1). ms, lams end at the previous point."""
-    h = -torch.log(t_cur) - lams[-1]
-    rks, D1s = [], []
-    for i in range(1, order):
-        rk = (lams[-(i + 1)] - lams[-1]) / h
-        rks.append(rk)
-        D1s.append((ms[-(i + 1)] - ms[-1]) / rk)
-    rks.append(torch.ones_like(h))
-    R, b, h_phi_1, B_h = _unipc_coefficients(torch.stack(rks), -h, order)
+    D1s, R, b, h_phi_1, B_h = _unipc_differences(t_cur, ms, lams, order)
     rhos = torch.tensor([0.5], dtype=x_prev.dtype, device=x_prev.device) if order == 1 else torch.linalg.solve(R, b)
     x_new = (t_cur / t_prev) * x_prev - h_phi_1 * ms[-1]
     corr = sum((rho * D1 for rho, D1 in zip(rhos[:-1], D1s)), torch.zeros_like(x_prev))

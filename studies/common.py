@@ -91,5 +91,13 @@ def progress(iterable, total: int | None = None, desc: str = ""):
     return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.5)
 
 
+def with_intervals(table, column: str = "exponent"):
+    """A copy of a fitted-exponent table with `column` shown as 'value [low, high]' and the interval columns gone."""
+    show = table.copy()
+    show[column] = [f"{e:.2f} [{lo:.2f}, {hi:.2f}]" if math.isfinite(e) else "n/a"
+                    for e, lo, hi in zip(show[column], show["ci_low"], show["ci_high"])]
+    return show.drop(columns=["ci_low", "ci_high"])
+
+
 def powers_of_two(lo: int, hi: int) -> list[int]:
     return [2**k for k in range(int(math.log2(lo)), int(math.log2(hi)) + 1)]

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from samplers import get_sampler
-from studies.common import ResultsFile, clean_exit, progress, resolve_device
+from studies.common import ResultsFile, clean_exit, progress, resolve_device, with_intervals
 from theory.bounds import theorems_for
 from theory.divergences import DivergenceError, measure
 from theory.rates import RateError, fit_order
@@ -255,10 +255,7 @@ def main(argv=None) -> int:
         print(f"d-exponents (error ~ d^a at fixed T; T* ~ d^b at TV = {args.tv_level}, KL = {args.kl_level}), "
               "next to the theorems' d-powers:")
         if len(exponents):
-            show = exponents.copy()
-            show["exponent"] = [f"{e:.2f} [{lo:.2f}, {hi:.2f}]" for e, lo, hi in
-                                zip(show["exponent"], show["ci_low"], show["ci_high"])]
-            print(show.drop(columns=["ci_low", "ci_high"]).to_string(index=False))
+            print(with_intervals(exponents).to_string(index=False))
         else:
             print("(too few usable points for any fit)")
         if not args.no_plot and len(frame):

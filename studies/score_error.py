@@ -32,7 +32,7 @@ import torch
 
 from samplers import get_sampler
 from samplers.perturbed import PerturbedTarget, SineField, score_error_sizes
-from studies.common import ResultsFile, clean_exit, progress, resolve_device
+from studies.common import ResultsFile, clean_exit, progress, resolve_device, with_intervals
 from theory.divergences import DivergenceError, measure
 from theory.rates import RateError, fit_order
 from theory.schedules import make_grid
@@ -218,10 +218,7 @@ def main(argv=None) -> int:
         print(f"TV at T = {args.T} on {args.target} (d = {args.d}):")
         print(tv.to_string(float_format=lambda v: f"{v:.4g}"))
         print("\nexcess error (minus the exact-score error) ~ size^exponent:")
-        show = table.copy()
-        show["exponent"] = [f"{e:.2f} [{lo:.2f}, {hi:.2f}]" if math.isfinite(e) else "n/a"
-                            for e, lo, hi in zip(show["exponent"], show["ci_low"], show["ci_high"])]
-        print(show.drop(columns=["ci_low", "ci_high", "target", "d"]).to_string(index=False))
+        print(with_intervals(table).drop(columns=["target", "d"]).to_string(index=False))
         if not args.no_plot and len(frame):
             plot(frame, args.out / "score_error.png")
         print(f"wrote {args.out / 'score_error.csv'}, {args.out / 'floors.csv'}"

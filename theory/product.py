@@ -40,12 +40,12 @@ from samplers.base import CountingModel, ExactModel, MarkovSampler, Noise, Sampl
 from theory import divergences as dv
 from theory.divergences import ENGINES, DivergenceError, Measurement
 from theory.schedules import Grid
-from theory.targets import DTYPE, GaussianMixture, TargetError, _as_level, register_target
+from theory.targets import DTYPE, GaussianMixture, ScoreDerived, TargetError, register_target
 
 EXPAND_LIMIT = 4096  # the largest number of components the explicit mixture form (weights, means, covs) may have
 
 
-class ProductTarget:
+class ProductTarget(ScoreDerived):
     """A law on R^d with independent coordinates, coordinate j distributed as the 1-D mixture `marginals[j]`.
 
     It answers what samplers and engines ask of a target (d, eps, score, denoiser, score_jacobian, log_prob,
@@ -128,14 +128,6 @@ class ProductTarget:
 
     def score(self, x: Tensor, abar) -> Tensor:
         return self._per_coordinate(x, lambda m, c: m.score(c, abar)[:, 0])
-
-    def eps(self, x: Tensor, abar) -> Tensor:
-        level = _as_level(abar, x)
-        return -torch.sqrt(1 - level) * self.score(x, level)
-
-    def denoiser(self, x: Tensor, abar) -> Tensor:
-        level = _as_level(abar, x)
-        return (x + (1 - level) * self.score(x, level)) / torch.sqrt(level)
 
     def score_jacobian(self, x: Tensor, abar) -> Tensor:
         """Diagonal: d s_j / d x_j on the diagonal, shape (n, d, d)."""

@@ -42,7 +42,24 @@ def _as_level(abar: float | Tensor, like: Tensor) -> Tensor:
     return level
 
 
-class GaussianMixture:
+class ScoreDerived:
+    """eps and the denoiser of any law given by its score (shared/spec/samplers.md section 1)."""
+
+    def score(self, x: Tensor, abar) -> Tensor:
+        raise NotImplementedError  # abstract: targets provide the exact score
+
+    def eps(self, x: Tensor, abar) -> Tensor:
+        """The ideal noise prediction eps = -sqrt(1 - abar) * score."""
+        level = _as_level(abar, x)
+        return -torch.sqrt(1 - level) * self.score(x, level)
+
+    def denoiser(self, x: Tensor, abar) -> Tensor:
+        """Tweedie: E[x_0 | x_abar = x] = (x + (1 - abar) score) / sqrt(abar)."""
+        level = _as_level(abar, x)
+        return (x + (1 - level) * self.score(x, level)) / torch.sqrt(level)
+
+
+class GaussianMixture(ScoreDerived):
     """A mixture of K Gaussians in R^d, known exactly at every noise level of the VP forward process."""
 
     def __init__(self, weights, means, covs, name: str = "custom", device: str | torch.device = "cpu"):
@@ -177,16 +194,6 @@ class GaussianMixture:
         r = torch.softmax(logits, dim=-1)
         per_component = self._from_eigenbasis(-y / c)  # (n, K, d)
         return torch.einsum("nk,nkd->nd", r, per_component)
-
-    def eps(self, x: Tensor, abar) -> Tensor:
-        """The ideal noise prediction eps = -sqrt(1 - abar) * score."""
-        level = _as_level(abar, x)
-        return -torch.sqrt(1 - level) * self.score(x, level)
-
-    def denoiser(self, x: Tensor, abar) -> Tensor:
-        """Tweedie: E[x_0 | x_abar = x] = (x + (1 - abar) score) / sqrt(abar)."""
-        level = _as_level(abar, x)
-        return (x + (1 - level) * self.score(x, level)) / torch.sqrt(level)
 
     def score_jacobian(self, x: Tensor, abar) -> Tensor:
         """d score / d x, shape (n, d, d): sum_k r_k (-C_k^{-1}) + Cov_r[g_k], g_k = -C_k^{-1}(x - m_k)."""
