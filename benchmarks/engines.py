@@ -11,10 +11,10 @@ import time
 
 import torch
 
+from exact import measure
 from samplers import get_sampler
-from theory.divergences import measure
+from theory.catalog import get_target
 from theory.schedules import make_grid
-from theory.targets import get_target
 
 
 def main(argv=None) -> None:

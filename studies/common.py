@@ -1,18 +1,21 @@
-"""What every study shares: clean exits on bad input, a resumable results file, progress, devices."""
+"""What every study shares: one CLI vocabulary (flags, one-line errors), clean exits on bad input, a resumable
+results file, sweeps that run in this process or on Dask, progress, devices."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
+from exact import DivergenceError
 from samplers.base import SamplerError
-from theory.divergences import DivergenceError
 from theory.rates import RateError
 from theory.schedules import ScheduleError
 from theory.targets import TargetError
@@ -101,3 +104,158 @@ def with_intervals(table, column: str = "exponent"):
 
 def powers_of_two(lo: int, hi: int) -> list[int]:
     return [2**k for k in range(int(math.log2(lo)), int(math.log2(hi)) + 1)]
+
+
+# ---------------------------------------------------------------------------- one CLI vocabulary
+class StudyParser(argparse.ArgumentParser):
+    """An argument parser whose every error is one line, `prog: error: message`, and exit status 2."""
+
+    def error(self, message: str):  # noqa: D401  (argparse's hook)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def study_parser(name: str, doc: str | None) -> StudyParser:
+    """The parser of `python -m studies.<name>`: the module docstring's first paragraph as description, every
+    default shown in --help."""
+    summary = (doc or "").strip().split("\n\n")[0]
+    return StudyParser(prog=f"python -m studies.{name}", description=summary, formatter_class=_Formatter)
+
+
+def integer(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum, else a one-line error naming the value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the smallest allowed value {minimum}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def real(minimum: float = 0.0, inclusive: bool = False, maximum: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite number above `minimum` (or equal, when inclusive) and at most `maximum`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"{value:g} must be {'>=' if inclusive else '>'} {minimum:g}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{value:g} must be <= {maximum:g}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+# The shared flags: name -> (argparse type, help). Each study adds the ones that apply, with its own defaults;
+# a list default makes the flag take several values. The same name means the same thing in every study.
+FLAGS: dict[str, tuple[Callable[[str], object] | None, str]] = {
+    "sampler": (None, "sampler names from the registry, 'all', or a parametrised name such as amed-plugin:ipndm"),
+    "target": (None, "a built-in target name or a JSON target file"),
+    "d": (integer(1), "dimension, for targets that take one"),
+    "schedule": (None, "grid schedule"),
+    "T": (integer(2), "grid sizes in levels (a grid of T levels has T - 1 steps)"),
+    "nfe": (integer(1), "budgets of model evaluations"),
+    "metric": (None, "error metrics to report"),
+    "seed": (integer(0), "seed of every random draw (Monte Carlo, noise, training)"),
+    "device": (None, "torch device: cpu or cuda"),
+    "threads": (integer(1), "torch intra-op threads (1 is fastest for these small tensors on a shared CPU)"),
+    "out": (Path, "output folder (results CSV, tables, figure)"),
+    "no_plot": (None, "skip the figure"),
+    "scheduler": (None, "where measurements run: 'none' (this process, in order), 'local' (a Dask cluster of local "
+                        "processes) or the address of a running Dask scheduler"),
+    "workers": (integer(1), "worker processes of the local Dask cluster (default: one per core)"),
+    "batch": (integer(1), "points per engine batch (a memory budget for the Monte Carlo engines; default: the "
+                          "engine's own)"),
+}
+
+
+def add_flags(parser: argparse.ArgumentParser, aliases: dict[str, list[str]] | None = None, **defaults) -> None:
+    """Add the shared flags named in `defaults` (keyword = flag name, value = the study's default).
+
+    `aliases` maps a flag name to old spellings kept as hidden aliases (e.g. {"sampler": ["--solvers"]})."""
+    aliases = aliases or {}
+    for name, default in defaults.items():
+        if name not in FLAGS:
+            raise KeyError(f"no shared flag {name!r}: known flags are {', '.join(FLAGS)}")
+        kind, text = FLAGS[name]
+        option = "--" + name.replace("_", "-")
+        if name == "no_plot":
+            parser.add_argument(option, action="store_true", help=text)
+            continue
+        options: dict = {"default": default, "help": text, "dest": name}
+        if kind is not None:
+            options["type"] = kind
+        if isinstance(default, (list, tuple)):
+            options["nargs"] = "+"
+            options["default"] = list(default)
+        if name == "device":
+            options["type"] = _device_name
+        parser.add_argument(option, **options)
+        for old in aliases.get(name, []):
+            parser.add_argument(old, **{**options, "help": argparse.SUPPRESS})
+
+
+def _device_name(text: str) -> str:
+    if not (text == "cpu" or text == "cuda" or text.startswith("cuda:") or text == "mps"):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}: use cpu or cuda")
+    return text
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    """Apply --threads and resolve --device (a clear error when CUDA is asked for and absent)."""
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    return resolve_device(getattr(args, "device", "cpu"))
+
+
+# ---------------------------------------------------------------------------- sweeps
+@dataclass
+class Skip:
+    """A job that cannot be measured, with the reason (printed; no row is written)."""
+
+    reason: str
+
+
+def sweep(jobs: Sequence, work: Callable[[object], list[dict] | Skip], results: ResultsFile, *,
+          scheduler: str = "none", workers: int | None = None, desc: str = "") -> None:
+    """Run `work(job)` for every job and append each job's rows to `results`.
+
+    `work` must be a module-level function of one picklable argument (the job), so that it can run in another
+    process. Rows are written in job order, each job's as soon as every earlier job is written: the file grows as
+    the sweep goes (an interrupted sweep resumes from it) and is the same, byte for byte, however many processes ran
+    it. A `Skip` is reported on stderr and writes nothing; a bad-input error stops the sweep."""
+    jobs = list(jobs)
+    if not jobs:
+        return
+    if scheduler == "none":
+        finished = ((i, work(job)) for i, job in enumerate(jobs))
+    else:
+        from studies import distributed
+
+        finished = distributed.run(jobs, work, scheduler=scheduler, workers=workers)
+    waiting: dict[int, list[dict] | Skip] = {}
+    next_index = 0
+    for i, outcome in progress(finished, total=len(jobs), desc=desc):
+        waiting[i] = outcome
+        while next_index in waiting:
+            outcome = waiting.pop(next_index)
+            if isinstance(outcome, Skip):
+                print(f"skipped: {outcome.reason}", file=sys.stderr)
+            else:
+                results.append(outcome)
+            next_index += 1

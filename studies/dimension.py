@@ -28,16 +28,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from exact import DivergenceError, measure
 from samplers import get_sampler
 from studies.common import ResultsFile, clean_exit, progress, resolve_device, with_intervals
 from theory.bounds import theorems_for
-from theory.divergences import DivergenceError, measure
+from theory.catalog import get_target
 from theory.rates import RateError, fit_order
 from theory.schedules import make_grid
-from theory.targets import get_target
-
-import theory.flow  # noqa: F401  (registers flow-mc and mixture-diag)
-import theory.product  # noqa: F401  (registers product and the product targets)
 
 # family -> (target, exact method, samplers it covers by default)
 FAMILIES = {

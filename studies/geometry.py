@@ -31,8 +31,9 @@ from samplers.base import CountingModel, ExactModel
 from samplers.solvers import EDMView
 from studies.common import ResultsFile, clean_exit, progress, resolve_device
 from theory import solver_grids  # noqa: F401  (registers the polynomial grid)
+from theory.catalog import get_target
 from theory.schedules import make_grid
-from theory.targets import DTYPE, GaussianMixture, TargetError, get_target
+from theory.targets import DTYPE, GaussianMixture, TargetError
 
 COLUMNS = ["target", "d", "coords", "k", "mean", "ci_low", "ci_high", "q025", "q975", "trajectories", "steps",
            "seconds"]

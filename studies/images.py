@@ -409,24 +409,12 @@ def _mixture(args, data: ImageData, log):
     return mix
 
 
-def _flow_engine():
-    """The flow Monte Carlo engine (another helper's theory.flow registers it), or None."""
-    from theory.divergences import ENGINES
-
-    if "flow-mc" not in ENGINES:
-        with contextlib.suppress(ImportError):
-            importlib.import_module("theory.flow")
-    return ENGINES.get("flow-mc")
-
-
 def exact_kl(mixture, sampler: Sampler, grid: Grid, samples: int, seed: int) -> tuple[float, float, str, str]:
     """KL(p || q) of the sampler on the mixture's exact scores, by flow Monte Carlo: (value, se, method, note)."""
-    from theory.divergences import DivergenceError, measure
+    from exact import DivergenceError, measure
 
     if sampler.info.stochastic:
         return float("nan"), float("nan"), "", "exact KL: flow-mc needs a deterministic sampler"
-    if _flow_engine() is None:
-        return float("nan"), float("nan"), "", "exact KL missing: engine flow-mc not installed"
     try:
         result = measure(mixture, sampler, grid, init="exact", method="flow-mc", samples=samples, seed=seed)
     except DivergenceError as err:
@@ -564,8 +552,8 @@ def trajectory_geometry(model, z: torch.Tensor, steps: int) -> torch.Tensor | No
     grid, in EDM coordinates, each a cloud of steps + 1 points in R^d; the share of its variance in the top 1, 2, 3
     principal components (studies.geometry.explained_variance), shape (n, 3). None when studies.geometry is absent."""
     try:
-        from studies.geometry import explained_variance
         from samplers.solvers import EDMView
+        from studies.geometry import explained_variance
     except ImportError:
         return None
     from samplers.base import CountingModel

@@ -38,19 +38,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from exact import DivergenceError, measure
 from samplers import get_sampler
 from samplers.amed import AMEDPlugin, AMEDSolver, load_predictor, save_predictor, train_amed
 from samplers.base import ExactModel, SamplerError
 from studies.common import ResultsFile, clean_exit, progress, resolve_device
 from theory import solver_grids
-from theory.divergences import DivergenceError, measure
+from theory.catalog import get_target
 from theory.schedules import make_grid
-from theory.targets import get_target
-
-try:  # flow Monte Carlo for d > 1 mixtures (registers 'flow-mc' in ENGINES)
-    import theory.flow  # noqa: F401
-except ImportError:  # pragma: no cover - the engine is another module's; without it d > 1 mixtures are refused
-    pass
 
 SOLVERS = ["euler", "heun", "dpm-solver-2", "dpmpp-2m", "dpmpp-3m", "unipc", "deis", "ipndm"]
 LABELS = {"euler": "Euler (DDIM)", "heun": "Heun (EDM)", "dpm-solver-2": "DPM-Solver-2", "dpmpp-2m": "DPM-Solver++(2M)",

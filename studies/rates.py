@@ -4,7 +4,7 @@
     python -m studies.rates --sampler all --T 16 32 64 128 256 512 1024 --out results/rates
 
 For each sampler and T it measures the exact TV and KL of the sampler's output against q at the grid's last level
-(theory.divergences, the method is chosen per target and sampler and recorded), prints a table and a verdict line
+(exact/, the method is chosen per target and sampler and recorded), prints a table and a verdict line
 (measured order with its 95% interval, against T and against the largest step size, next to every theorem that
 covers the sampler and the constant that theorem would need on these data), and writes DIR/rates.csv (one row per
 measurement, appended as it finishes: an interrupted run resumes where it stopped), DIR/orders.csv and
@@ -23,13 +23,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from exact import DivergenceError, Measurement, choose_method, init_error, measure
 from samplers import get_sampler, sampler_names
 from studies.common import ResultsFile, clean_exit, powers_of_two, progress, resolve_device
 from theory.bounds import check_bound, theorems_for
-from theory.divergences import DivergenceError, Measurement, choose_method, init_error, measure
+from theory.catalog import get_target
 from theory.rates import RateError, fit_order, local_slopes
 from theory.schedules import make_grid
-from theory.targets import get_target
 
 COLUMNS = ["sampler", "schedule", "target", "d", "T", "nfe", "metric", "value", "numerical_error", "method", "init",
            "init_error", "max_step", "capped", "seed", "flagged"]

@@ -30,16 +30,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from exact import DivergenceError, measure
 from samplers import get_sampler
 from samplers.perturbed import PerturbedTarget, SineField, score_error_sizes
 from studies.common import ResultsFile, clean_exit, progress, resolve_device, with_intervals
-from theory.divergences import DivergenceError, measure
+from theory.catalog import get_target
 from theory.rates import RateError, fit_order
 from theory.schedules import make_grid
-from theory.targets import get_target
-
-import theory.flow  # noqa: F401  (registers flow-mc)
-import theory.product  # noqa: F401  (registers product and std-normal)
 
 COLUMNS = ["target", "d", "sampler", "stochastic", "schedule", "T", "field", "amplitude", "omega", "eps_score",
            "eps_jacobi", "metric", "value", "numerical_error", "method", "seed", "flagged", "seconds"]

@@ -6,12 +6,22 @@ import pytest
 import torch
 
 from samplers import get_sampler
-from samplers.amed import (PLUGIN_BASES, AMEDPlugin, AMEDPredictor, AMEDSolver, heun_teacher, load_amed,
-                           refine_sigmas, save_predictor, train_amed)
+from samplers.amed import (
+    PLUGIN_BASES,
+    AMEDPlugin,
+    AMEDPredictor,
+    AMEDSolver,
+    heun_teacher,
+    load_amed,
+    refine_sigmas,
+    save_predictor,
+    train_amed,
+)
 from samplers.base import CountingModel, ExactModel, SamplerError
 from samplers.solvers import EDMView
+from theory.catalog import get_target
 from theory.schedules import Grid, make_grid
-from theory.targets import DTYPE, get_target
+from theory.targets import DTYPE
 
 TARGET = get_target("mix1d")
 X = torch.linspace(-2.5, 2.5, 9, dtype=DTYPE)[:, None]

@@ -31,8 +31,9 @@ import torch
 diffusers = pytest.importorskip("diffusers", reason="diffusers is a test-only dependency: pip install diffusers")
 
 from samplers import get_sampler  # noqa: E402
+from theory.catalog import get_target  # noqa: E402
 from theory.schedules import make_grid  # noqa: E402
-from theory.targets import DTYPE, get_target  # noqa: E402
+from theory.targets import DTYPE  # noqa: E402
 
 warnings.filterwarnings("ignore", module="diffusers")
 TARGET = get_target("mix1d")

@@ -6,10 +6,12 @@ import pytest
 import torch
 from scipy import integrate, optimize, stats
 
+from exact import DivergenceError, measure
+from exact.gaussian import gaussian_kl, gaussian_tv_1d
 from samplers import Sampler, SamplerInfo, get_sampler
-from theory.divergences import DivergenceError, gaussian_kl, gaussian_tv_1d, measure
+from theory.catalog import get_target
 from theory.schedules import make_grid
-from theory.targets import DTYPE, get_target
+from theory.targets import DTYPE
 
 DETERMINISTIC = ["ode", "ddim", "ode-accel"]
 STOCHASTIC = ["ddpm", "ddpm-accel"]

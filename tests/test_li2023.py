@@ -7,11 +7,13 @@ import pytest
 import torch
 from scipy import integrate
 
+from exact import initial_law
+from exact.gaussian import gaussian_output_law
 from samplers import Noise, SamplerError, get_sampler
 from samplers.li2023 import accel_coefficient
-from theory.divergences import gaussian_output_law, initial_law
+from theory.catalog import get_target
 from theory.schedules import ScheduleError, make_grid
-from theory.targets import DTYPE, get_target
+from theory.targets import DTYPE
 
 LI_SAMPLERS = ["ode", "ddim", "ode-accel", "ddpm", "ddpm-accel"]
 

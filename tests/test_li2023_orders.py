@@ -10,10 +10,10 @@ import math
 
 import pytest
 
+from exact import measure
 from samplers import get_sampler
-from theory.divergences import measure
+from theory.catalog import get_target
 from theory.schedules import make_grid
-from theory.targets import get_target
 
 
 def _local_order(name: str, metric: str, T_small: int = 256, T_large: int = 512) -> float:

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
+from exact import measure
 from samplers import get_sampler
 from tests.strategies import mixtures
-from theory.divergences import measure
 from theory.schedules import make_grid
 from theory.targets import GaussianMixture
 

@@ -7,13 +7,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exact import METHODS, DivergenceError, measure
+from exact.product import check_coordinatewise
 from samplers import get_sampler
 from samplers.base import Sampler, SamplerInfo
-from theory.divergences import ENGINES, DivergenceError, measure
-from theory.product import ProductTarget, check_coordinatewise, product_of
+from theory.catalog import get_target
+from theory.product import ProductTarget, product_of
 from theory.schedules import make_grid
-from theory.targets import DTYPE, GaussianMixture, TargetError, get_target
-
+from theory.targets import DTYPE, GaussianMixture, TargetError
 
 
 def _marginals():
@@ -113,12 +114,12 @@ def test_refuses_a_sampler_that_mixes_coordinates():
     grid = make_grid("li2023", 8)
     assert check_coordinatewise(target, get_sampler("ddpm"), grid) < 1e-12
     with pytest.raises(DivergenceError, match="does not act coordinate-wise"):
-        ENGINES["product"](target, _MixingSampler(), grid)
+        METHODS["product"](target, _MixingSampler(), grid)
 
 
 def test_piecewise_linear_draws():
     """Draws from a tabulated density have its moments (within 5 standard errors) and its log density."""
-    from theory.product import _draws_piecewise_linear
+    from exact.product import _draws_piecewise_linear
 
     z = torch.linspace(-3.0, 5.0, 801, dtype=DTYPE)
     p = torch.exp(-0.5 * (z - 1) ** 2 / 0.64) + 0.3 * torch.exp(-0.5 * (z + 1.5) ** 2 / 0.09)

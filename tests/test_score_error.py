@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
+from exact import choose_method, measure
+from exact.flow_mc import flow_mc
 from samplers import get_sampler
 from samplers.base import ExactModel, SamplerError
 from samplers.perturbed import PerturbedModel, PerturbedTarget, SineField, score_error_sizes
-from theory.divergences import choose_method, measure
-from theory.flow import flow_mc
+from theory.catalog import get_target
 from theory.schedules import make_grid
-from theory.targets import DTYPE, GaussianMixture, get_target
-
+from theory.targets import DTYPE, GaussianMixture
 
 
 def test_sizes_of_a_high_frequency_field():

@@ -9,11 +9,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exact import measure
 from samplers import get_sampler
 from samplers.base import SamplerError
 from samplers.solvers import SOLVERS, DPMSolverPP2M, deis_coefficients
 from theory import solver_grids
-from theory.divergences import measure
 from theory.schedules import Grid, ScheduleError, make_grid
 from theory.targets import DTYPE, GaussianMixture, gaussian
 

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.strategies import levels, mixtures
-from theory.targets import DTYPE, GaussianMixture, TargetError, get_target
+from theory.catalog import get_target
+from theory.targets import DTYPE, GaussianMixture, TargetError
 
 settings.register_profile("diffrates", max_examples=30, deadline=None)
 settings.load_profile("diffrates")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -278,71 +277,3 @@ def from_json(path: str | Path) -> GaussianMixture:
         return GaussianMixture(spec["weights"], spec["means"], spec["covs"], name=path.stem)
     except (TypeError, RuntimeError) as err:  # ragged lists, strings where numbers belong
         raise TargetError(f"target file {str(path)!r} is not numeric K x d data: {err}") from None
-
-
-def _mix1d(d: int | None) -> GaussianMixture:
-    # Three separated modes of different widths: the default 1-D multimodal target.
-    return GaussianMixture(
-        [0.3, 0.5, 0.2], [[-2.0], [0.5], [2.5]], [[[0.25]], [[0.09]], [[0.36]]], "mix1d"
-    )
-
-
-def _mix2d(d: int | None) -> GaussianMixture:
-    # Four anisotropic, rotated components in the plane.
-    def rot(theta: float, a: float, b: float) -> list[list[float]]:
-        c, s = math.cos(theta), math.sin(theta)
-        R = torch.tensor([[c, -s], [s, c]], dtype=DTYPE)
-        return (R @ torch.diag(torch.tensor([a, b], dtype=DTYPE)) @ R.T).tolist()
-
-    return GaussianMixture(
-        [0.25, 0.25, 0.3, 0.2],
-        [[-2.0, -1.0], [2.0, -1.0], [0.0, 2.0], [0.5, 0.0]],
-        [rot(0.3, 0.3, 0.05), rot(-0.6, 0.2, 0.08), rot(1.2, 0.4, 0.1), rot(0.0, 0.05, 0.05)],
-        "mix2d",
-    )
-
-
-def _gaussian(d: int | None) -> GaussianMixture:
-    # A d-dimensional Gaussian with a spread spectrum (variances from 0.1 to 2) in a fixed rotated basis.
-    d = 1 if d is None else d
-    gen = torch.Generator().manual_seed(1234)
-    Q, _ = torch.linalg.qr(torch.randn(d, d, dtype=DTYPE, generator=gen))
-    variances = torch.linspace(0.1, 2.0, d, dtype=DTYPE) if d > 1 else torch.tensor([0.5], dtype=DTYPE)
-    mean = torch.linspace(-0.5, 1.0, d, dtype=DTYPE) if d > 1 else torch.tensor([0.7], dtype=DTYPE)
-    return gaussian(mean, Q @ torch.diag(variances) @ Q.T, name="gaussian")
-
-
-def _points1d(d: int | None) -> GaussianMixture:
-    # Two point masses: the singular extreme (covariances zero).
-    return GaussianMixture([0.5, 0.5], [[-1.0], [1.0]], [[[0.0]], [[0.0]]], "points1d")
-
-
-TARGETS: dict[str, Callable[[int | None], GaussianMixture]] = {
-    "mix1d": _mix1d,
-    "mix2d": _mix2d,
-    "gaussian": _gaussian,
-    "points1d": _points1d,
-}
-
-
-def register_target(name: str):
-    def decorate(factory: Callable[[int | None], GaussianMixture]):
-        TARGETS[name] = factory
-        return factory
-
-    return decorate
-
-
-def get_target(name: str, d: int | None = None, device: str | torch.device = "cpu") -> GaussianMixture:
-    """A built-in target by name (with dimension d where it has one), or a JSON file by path."""
-    from theory import flow, product  # noqa: F401  (they register their targets: product-*, mixture-diag, ...)
-
-    if name in TARGETS:
-        target = TARGETS[name](d)
-        if d is not None and target.d != d:
-            raise TargetError(f"target {name!r} has fixed dimension {target.d}, not d = {d}")
-    elif name.endswith(".json") or Path(name).is_file():
-        target = from_json(name)
-    else:
-        raise TargetError(f"unknown target {name!r}: known targets are {', '.join(sorted(TARGETS))}, or a JSON path")
-    return target.to(device) if str(device) != "cpu" else target

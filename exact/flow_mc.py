@@ -29,24 +29,15 @@ import math
 import torch
 from torch import Tensor
 
+from exact.base import DivergenceError, Measurement, initial_draws
 from samplers.base import CountingModel, ExactModel, Sampler
-from theory.divergences import ENGINES, DivergenceError, Measurement
 from theory.schedules import Grid
-from theory.targets import DTYPE, GaussianMixture, TargetError, register_target
+from theory.targets import DTYPE
 
 DEFAULT_SAMPLES = 10_000
+
+
 CHUNK_ELEMENTS = 1 << 20  # points x d x d in one forward-mode pass (8 MB per float64 tensor of that size)
-
-
-def initial_draws(target, grid: Grid, init: str, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """n draws from the initial law and their log-density: q_T exactly ('exact') or N(0, I) ('gaussian')."""
-    if init == "exact":
-        x = target.sample(n, grid.abar[0], generator)
-        return x, target.log_prob(x, grid.abar[0])
-    if init == "gaussian":
-        x = torch.randn(n, target.d, dtype=DTYPE, device=target.device, generator=generator)
-        return x, -0.5 * (x * x).sum(-1) - 0.5 * target.d * math.log(2 * math.pi)
-    raise DivergenceError(f"unknown init {init!r}: use 'exact' (q_T) or 'gaussian' (N(0, I))")
 
 
 def flow_and_logdet(sampler: Sampler, model, grid: Grid, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -117,27 +108,3 @@ def flow_mc(target, sampler: Sampler, grid: Grid, init: str = "exact", samples: 
         out[metric] = Measurement(metric, value, se + rounding, "flow-mc",
                                   {"samples": n, "seed": seed, "standard_error": se, "init": init})
     return out
-
-
-ENGINES["flow-mc"] = flow_mc
-
-
-# ---------------------------------------------------------------------------- a general-mixture family
-@register_target("mixture-diag")
-def _mixture_diag(d: int | None) -> GaussianMixture:
-    """Four components with diagonal covariances in R^d, means at distance 2 from the origin along fixed random
-    sign patterns: multimodal at every d, yet no product (only flow Monte Carlo measures it for d > 1)."""
-    d = 1 if d is None else int(d)
-    if d < 1:
-        raise TargetError(f"mixture-diag needs a dimension d >= 1, got {d!r}")
-    gen = torch.Generator().manual_seed(2024)
-    signs = torch.randint(0, 2, (4, d), generator=gen).to(DTYPE) * 2 - 1
-    means = 2.0 * signs / math.sqrt(d)
-    variances = 0.15 + 0.6 * torch.rand(4, d, dtype=DTYPE, generator=gen)
-    target = GaussianMixture([0.4, 0.3, 0.2, 0.1], means, torch.diag_embed(variances), "mixture-diag")
-    # eigh orders eigenvalues, so for unsorted diagonal covariances it returns a permutation, not I, and the target
-    # would take its O(d^2) rotated path. U = I with the diagonal as eigenvalues is an equally valid decomposition.
-    target.eigvals = variances.clone()
-    target.eigvecs = torch.eye(d, dtype=DTYPE).expand(4, d, d).clone()
-    target.diagonal = True
-    return target

@@ -1,0 +1,129 @@
+"""The named targets: every built-in target by name, and JSON files by path.
+
+    get_target("mix1d"), get_target("gaussian", d=8), get_target("product-bimodal", d=256), get_target("t.json")
+
+A target family is a factory `d -> target` in TARGETS (register one with `@register_target(name)`); the mixture
+classes themselves live in theory.targets (GaussianMixture) and theory.product (ProductTarget).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from theory.product import ProductTarget, product_of
+from theory.targets import DTYPE, GaussianMixture, TargetError, from_json, gaussian
+
+
+def _mix1d(d: int | None) -> GaussianMixture:
+    # Three separated modes of different widths: the default 1-D multimodal target.
+    return GaussianMixture(
+        [0.3, 0.5, 0.2], [[-2.0], [0.5], [2.5]], [[[0.25]], [[0.09]], [[0.36]]], "mix1d"
+    )
+
+
+def _mix2d(d: int | None) -> GaussianMixture:
+    # Four anisotropic, rotated components in the plane.
+    def rot(theta: float, a: float, b: float) -> list[list[float]]:
+        c, s = math.cos(theta), math.sin(theta)
+        R = torch.tensor([[c, -s], [s, c]], dtype=DTYPE)
+        return (R @ torch.diag(torch.tensor([a, b], dtype=DTYPE)) @ R.T).tolist()
+
+    return GaussianMixture(
+        [0.25, 0.25, 0.3, 0.2],
+        [[-2.0, -1.0], [2.0, -1.0], [0.0, 2.0], [0.5, 0.0]],
+        [rot(0.3, 0.3, 0.05), rot(-0.6, 0.2, 0.08), rot(1.2, 0.4, 0.1), rot(0.0, 0.05, 0.05)],
+        "mix2d",
+    )
+
+
+def _gaussian(d: int | None) -> GaussianMixture:
+    # A d-dimensional Gaussian with a spread spectrum (variances from 0.1 to 2) in a fixed rotated basis.
+    d = 1 if d is None else d
+    gen = torch.Generator().manual_seed(1234)
+    Q, _ = torch.linalg.qr(torch.randn(d, d, dtype=DTYPE, generator=gen))
+    variances = torch.linspace(0.1, 2.0, d, dtype=DTYPE) if d > 1 else torch.tensor([0.5], dtype=DTYPE)
+    mean = torch.linspace(-0.5, 1.0, d, dtype=DTYPE) if d > 1 else torch.tensor([0.7], dtype=DTYPE)
+    return gaussian(mean, Q @ torch.diag(variances) @ Q.T, name="gaussian")
+
+
+def _points1d(d: int | None) -> GaussianMixture:
+    # Two point masses: the singular extreme (covariances zero).
+    return GaussianMixture([0.5, 0.5], [[-1.0], [1.0]], [[[0.0]], [[0.0]]], "points1d")
+
+
+TARGETS: dict[str, Callable[[int | None], GaussianMixture]] = {
+    "mix1d": _mix1d,
+    "mix2d": _mix2d,
+    "gaussian": _gaussian,
+    "points1d": _points1d,
+}
+
+
+def register_target(name: str):
+    def decorate(factory: Callable[[int | None], GaussianMixture]):
+        TARGETS[name] = factory
+        return factory
+
+    return decorate
+
+
+# ---------------------------------------------------------------------------- a general-mixture family
+@register_target("mixture-diag")
+def _mixture_diag(d: int | None) -> GaussianMixture:
+    """Four components with diagonal covariances in R^d, means at distance 2 from the origin along fixed random
+    sign patterns: multimodal at every d, yet no product (only flow Monte Carlo measures it for d > 1)."""
+    d = 1 if d is None else int(d)
+    if d < 1:
+        raise TargetError(f"mixture-diag needs a dimension d >= 1, got {d!r}")
+    gen = torch.Generator().manual_seed(2024)
+    signs = torch.randint(0, 2, (4, d), generator=gen).to(DTYPE) * 2 - 1
+    means = 2.0 * signs / math.sqrt(d)
+    variances = 0.15 + 0.6 * torch.rand(4, d, dtype=DTYPE, generator=gen)
+    target = GaussianMixture([0.4, 0.3, 0.2, 0.1], means, torch.diag_embed(variances), "mixture-diag")
+    # eigh orders eigenvalues, so for unsorted diagonal covariances it returns a permutation, not I, and the target
+    # would take its O(d^2) rotated path. U = I with the diagonal as eigenvalues is an equally valid decomposition.
+    target.eigvals = variances.clone()
+    target.eigvecs = torch.eye(d, dtype=DTYPE).expand(4, d, d).clone()
+    target.diagonal = True
+    return target
+
+
+# ---------------------------------------------------------------------------- named product targets
+def _bimodal_1d() -> GaussianMixture:
+    # Two unequal modes of unequal widths: the simplest non-Gaussian marginal.
+    return GaussianMixture([0.4, 0.6], [[-1.0], [1.0]], [[[0.16]], [[0.36]]], "bimodal1d")
+
+
+@register_target("product-bimodal")
+def _product_bimodal(d: int | None) -> ProductTarget:
+    """d copies of a two-mode 1-D mixture (2^d modes in all)."""
+    return product_of(_bimodal_1d(), 1 if d is None else d, "product-bimodal")
+
+
+@register_target("product-mix1d")
+def _product_mix1d(d: int | None) -> ProductTarget:
+    """d copies of mix1d, the three-mode 1-D target (3^d modes in all)."""
+    return product_of(_mix1d(None), 1 if d is None else d, "product-mix1d")
+
+
+@register_target("std-normal")
+def _std_normal(d: int | None) -> ProductTarget:
+    """N(0, I_d): the stationary law of the VP process (the exact probability-flow velocity is zero)."""
+    return product_of(GaussianMixture([1.0], [[0.0]], [[[1.0]]], "N(0,1)"), 1 if d is None else d, "std-normal")
+
+
+def get_target(name: str, d: int | None = None, device: str | torch.device = "cpu") -> GaussianMixture:
+    """A built-in target by name (with dimension d where it has one), or a JSON file by path."""
+    if name in TARGETS:
+        target = TARGETS[name](d)
+        if d is not None and target.d != d:
+            raise TargetError(f"target {name!r} has fixed dimension {target.d}, not d = {d}")
+    elif name.endswith(".json") or Path(name).is_file():
+        target = from_json(name)
+    else:
+        raise TargetError(f"unknown target {name!r}: known targets are {', '.join(sorted(TARGETS))}, or a JSON path")
+    return target.to(device) if str(device) != "cpu" else target
