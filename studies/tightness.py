@@ -1,0 +1,320 @@
+"""How tight is each bound? The largest constant a theorem needs over its class of targets, as T grows.
+
+    python -m studies.tightness
+    python -m studies.tightness --sampler ddpm --T 32 128 512 --budget 64
+
+A theorem bounds a sampler's error by C * shape(T, d) for every target of its class; on one hand-picked target the
+constant it needs (measured / shape) says little about the worst case. This study searches the class for the target
+that needs the largest constant, at each T.
+
+The class searched: 1-D Gaussian mixtures of K components with second moment E x^2 = d (= 1, the usual
+normalisation E|x|^2 <= d taken at its boundary) and component variances at least `--min-var` (a theorem whose
+bound carries a smoothness constant, such as chen2022's L, absorbs it into C only on a class where it is bounded;
+the floor is that bound). A point of the search is theta = (weight logits, means, log variances); the mixture it
+stands for is rescaled to the second moment, so every theta is admissible.
+
+At fixed (T, d) every theorem that bounds the same metric of the same sampler has the same worst target, the one
+with the largest error, since shape(T, d) is then a number: one search per (sampler, metric, T) serves them all.
+The search is seeded: a scrambled Sobol set of starts, then Nelder-Mead on -log(error) from the best starts, until
+`--budget` exact evaluations are spent (exact/: each evaluation is the method's value with its numerical error).
+Then the worst target found at each T is evaluated at every other T, so that a fixed target's constant can be
+followed in T as well.
+
+For each theorem the table gives the worst constant found at each T, the constant on mix1d for comparison, and the
+trend of the worst constant in T (theory.rates.trend): 'falling' means the bound is loose in T even at the worst
+target found, 'steady' tight, and 'rising' that the bound's shape is contradicted on its own class (the search
+gives a lower bound on the worst constant, so a rising lower bound is evidence against the theorem's shape, or
+against this class meeting its assumptions). Writes DIR/tightness.csv (one row per search), DIR/cross.csv (the
+worst targets at every T), DIR/worst-<sampler>-<metric>-T<T>.json (target files that --target accepts),
+DIR/constants.csv and DIR/tightness.png.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from exact import DivergenceError, measure
+from samplers import get_sampler
+from studies.common import (ResultsFile, Skip, add_flags, clean_exit, integer, real, setup, study_parser, sweep)
+from theory.bounds import THEOREMS, theorems_for
+from theory.catalog import get_target
+from theory.rates import RateError, trend
+from theory.schedules import make_grid
+from theory.targets import GaussianMixture
+
+DEFAULT_T = [32, 128, 512]
+COLUMNS = ["sampler", "metric", "schedule", "T", "d", "K", "min_var", "budget", "seed", "value", "numerical_error",
+           "method", "evaluations", "refused", "weights", "means", "variances", "seconds"]
+KEY = ["sampler", "metric", "schedule", "T", "d", "K", "min_var", "budget", "seed"]
+CROSS_COLUMNS = ["sampler", "metric", "schedule", "source_T", "T", "d", "K", "min_var", "budget", "seed", "value",
+                 "numerical_error", "method"]
+CROSS_KEY = ["sampler", "metric", "schedule", "source_T", "T", "d", "K", "min_var", "budget", "seed"]
+CONSTANT_COLUMNS = ["theorem", "sampler", "metric", "T", "shape", "worst_value", "worst_constant",
+                    "mix1d_constant", "trend", "verdict"]
+
+
+def samplers_with_theorems() -> list[str]:
+    return list(dict.fromkeys(s for t in THEOREMS for s in t.samplers))
+
+
+def build_parser():
+    parser = study_parser("tightness", __doc__)
+    add_flags(parser, sampler=samplers_with_theorems(), schedule="li2023", T=DEFAULT_T, seed=0, device="cpu",
+              threads=1, out=Path("results/tightness"), no_plot=False, scheduler="none", workers=None)
+    parser.add_argument("--budget", type=integer(1), default=40,
+                        help="exact evaluations per search (Sobol starts plus Nelder-Mead)")
+    parser.add_argument("--starts", type=integer(1), default=16, help="Sobol starts (at most the budget)")
+    parser.add_argument("--components", type=integer(1), default=3, help="K, the components of the searched mixtures")
+    parser.add_argument("--min-var", type=real(0.0), default=0.01, help="smallest component variance of the class")
+    parser.add_argument("--G", type=integer(64), default=2048,
+                        help="nodes of the 1-D flow engine in the search (the winners are re-measured at 8192)")
+    return parser
+
+
+# ---------------------------------------------------------------------------- the class of targets
+def mixture_from_params(theta: np.ndarray, K: int, min_var: float, second_moment: float = 1.0,
+                        name: str = "searched") -> GaussianMixture:
+    """The 1-D mixture a search point stands for: weights softmax(logits), then means and standard deviations
+    rescaled so that E x^2 = second_moment, with every variance at least min_var (the rescaling applies to the
+    part above the floor, so the floor holds exactly and the moment too)."""
+    theta = np.asarray(theta, float)
+    logits, means, log_var = theta[:K], theta[K:2 * K], theta[2 * K:3 * K]
+    w = np.exp(logits - logits.max())
+    w /= w.sum()
+    excess = np.exp(np.clip(log_var, -30, 30))
+    # E x^2 = sum w (c^2 mu^2 + min_var + c^2 excess) = second_moment  =>  c^2 = (second_moment - min_var) / m
+    m = float(np.sum(w * (means**2 + excess)))
+    if second_moment <= min_var:
+        raise DivergenceError(f"the variance floor {min_var} leaves no room under E x^2 = {second_moment}")
+    c2 = (second_moment - min_var) / max(m, 1e-300)
+    return GaussianMixture(w.tolist(), (math.sqrt(c2) * means)[:, None].tolist(),
+                           (min_var + c2 * excess)[:, None, None].tolist(), name)
+
+
+def _error(theta, job, G: int) -> tuple[float, float, str]:
+    """(value, numerical error, method) of the job's sampler and metric on the mixture of theta."""
+    target = mixture_from_params(theta, job["K"], job["min_var"])
+    grid = make_grid(job["schedule"], job["T"])
+    sampler = get_sampler(job["sampler"])
+    options = {"G": G} if not sampler.info.stochastic else {}
+    m = measure(target, sampler, grid, **options)[job["metric"]]
+    return m.value, m.numerical_error, m.method
+
+
+def search(job: dict) -> list[dict] | Skip:
+    """One seeded search for the target of largest error (a sweep job)."""
+    from scipy.optimize import minimize
+    from scipy.stats import qmc
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    K, budget = job["K"], job["budget"]
+    starts = min(job["starts"], budget)
+    box_low = np.concatenate([np.full(K, -2.0), np.full(K, -3.0), np.full(K, math.log(1e-3))])
+    box_high = np.concatenate([np.full(K, 2.0), np.full(K, 3.0), np.full(K, math.log(2.0))])
+    sobol = qmc.Sobol(3 * K, scramble=True, seed=job["seed"])
+    # A power-of-two Sobol set keeps its balance; the first `starts` of it are used.
+    points = qmc.scale(sobol.random_base2(math.ceil(math.log2(starts)))[:starts], box_low, box_high)
+    log = {"evaluations": 0, "refused": 0}
+    best = {"value": -math.inf, "theta": None}
+
+    def objective(theta) -> float:
+        if log["evaluations"] >= budget:
+            return math.inf  # out of budget: the optimiser stops improving on this point
+        log["evaluations"] += 1
+        try:
+            value, _, _ = _error(theta, job, job["G"])
+        except DivergenceError:  # e.g. a map that folds at this T: no exact number, no candidate
+            log["refused"] += 1
+            return math.inf
+        if value > best["value"]:
+            best.update(value=value, theta=np.array(theta, float))
+        return -math.log(max(value, 1e-300))
+
+    scores = [objective(p) for p in points]
+    order = np.argsort(scores)
+    for i in order[:2]:
+        if log["evaluations"] >= budget or not math.isfinite(scores[i]):
+            break
+        remaining = budget - log["evaluations"]
+        minimize(objective, points[i], method="Nelder-Mead",
+                 options={"maxfev": remaining, "xatol": 1e-3, "fatol": 1e-4})
+    if best["theta"] is None:
+        return Skip(f"{job['sampler']} {job['metric']} T={job['T']}: every evaluated target was refused")
+    # The winner, re-measured on the engine's default (finer) grid: its value and error are what is reported.
+    value, error, method = _error(best["theta"], job, 8192)
+    target = mixture_from_params(best["theta"], K, job["min_var"])
+    row = {k: job[k] for k in KEY}
+    row.update(value=value, numerical_error=error, method=method, evaluations=log["evaluations"],
+               refused=log["refused"], weights=json.dumps(target.weights.tolist()),
+               means=json.dumps(target.means[:, 0].tolist()), variances=json.dumps(target.covs[:, 0, 0].tolist()),
+               seconds=round(time.perf_counter() - started, 2))
+    return [row]
+
+
+def target_of(row) -> GaussianMixture:
+    """The worst target of a results row, as a mixture (and a JSON file through `to_dict`)."""
+    weights = json.loads(row["weights"])
+    return GaussianMixture(weights, [[m] for m in json.loads(row["means"])],
+                           [[[v]] for v in json.loads(row["variances"])],
+                           f"worst-{row['sampler']}-{row['metric']}-T{int(row['T'])}")
+
+
+def cross_evaluate(job: dict) -> list[dict] | Skip:
+    """The worst target of one search, measured at another T (a sweep job)."""
+    torch.set_num_threads(1)
+    target = GaussianMixture(job["weights"], [[m] for m in job["means"]], [[[v]] for v in job["variances"]])
+    try:
+        m = measure(target, get_sampler(job["sampler"]), make_grid(job["schedule"], job["T"]))[job["metric"]]
+    except DivergenceError as err:
+        return Skip(f"worst target of T={job['source_T']} at T={job['T']}: {err}")
+    row = {k: job[k] for k in CROSS_KEY}
+    row.update(value=m.value, numerical_error=m.numerical_error, method=m.method)
+    return [row]
+
+
+# ---------------------------------------------------------------------------- the study
+def run(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    setup(args)
+    for name in args.sampler:
+        sampler = get_sampler(name)
+        if not theorems_for(name):
+            raise DivergenceError(f"sampler {name!r} has no theorem in theory.bounds: nothing to be tight against")
+        if sampler.info.stochastic and not hasattr(sampler, "transitions"):
+            raise DivergenceError(f"sampler {name!r} has no exact 1-D method (not written as Gaussian transitions)")
+    for T in args.T:
+        make_grid(args.schedule, T)
+    if args.min_var >= 1.0:
+        raise DivergenceError(f"--min-var {args.min_var:g} leaves no room under the second moment E x^2 = 1")
+    base = {"schedule": args.schedule, "d": 1, "K": args.components, "min_var": args.min_var,
+            "budget": args.budget, "seed": args.seed}
+    searches = ResultsFile(args.out / "tightness.csv", COLUMNS, KEY)
+    jobs = []
+    for name in args.sampler:
+        for metric in dict.fromkeys(t.metric for t in theorems_for(name)):
+            for T in sorted(set(args.T)):
+                job = dict(base, sampler=name, metric=metric, T=T, starts=args.starts, G=args.G)
+                if not searches.done(**{k: job[k] for k in KEY}):
+                    jobs.append(job)
+    sweep(jobs, search, searches, scheduler=args.scheduler, workers=args.workers, desc="tightness")
+    frame = _select(pd.read_csv(searches.path), args, base)
+    for _, row in frame.iterrows():
+        path = args.out / f"worst-{row['sampler']}-{row['metric']}-T{int(row['T'])}.json"
+        path.write_text(json.dumps(target_of(row).to_dict()))
+    cross = ResultsFile(args.out / "cross.csv", CROSS_COLUMNS, CROSS_KEY)
+    cross_jobs = []
+    for _, row in frame.iterrows():
+        for T in sorted(set(args.T)):
+            job = dict(base, sampler=row["sampler"], metric=row["metric"], source_T=int(row["T"]), T=T,
+                       weights=json.loads(row["weights"]), means=json.loads(row["means"]),
+                       variances=json.loads(row["variances"]))
+            if not cross.done(**{k: job[k] for k in CROSS_KEY}):
+                cross_jobs.append(job)
+    sweep(cross_jobs, cross_evaluate, cross, scheduler=args.scheduler, workers=args.workers, desc="cross")
+    cross_frame = _select(pd.read_csv(cross.path), args, base)
+    constants = summarise(frame, cross_frame, args)
+    constants.to_csv(args.out / "constants.csv", index=False)
+    return frame, cross_frame, constants
+
+
+def _select(frame: pd.DataFrame, args, base: dict) -> pd.DataFrame:
+    keep = frame["sampler"].isin(args.sampler) & frame["T"].isin(args.T)
+    for key in ("schedule", "K", "budget", "seed"):
+        keep &= frame[key] == base[key]
+    keep &= np.isclose(frame["min_var"].astype(float), base["min_var"])
+    return frame[keep]
+
+
+def summarise(frame: pd.DataFrame, cross: pd.DataFrame, args) -> pd.DataFrame:
+    """Per theorem and T: the worst constant found (the largest error among the search's winner and every other
+    T's winner measured at this T), mix1d's constant, and the worst constant's trend in T."""
+    reference = get_target("mix1d")
+    rows = []
+    for theorem in THEOREMS:
+        for name in theorem.samplers:
+            if name not in args.sampler:
+                continue
+            mine = frame[(frame["sampler"] == name) & (frame["metric"] == theorem.metric)]
+            if mine.empty:
+                continue
+            found = cross[(cross["sampler"] == name) & (cross["metric"] == theorem.metric)]
+            per_T = []
+            for T in sorted(set(mine["T"])):
+                candidates = list(mine[mine["T"] == T]["value"]) + list(found[found["T"] == T]["value"])
+                worst = max(candidates)
+                shape = theorem.shape(T, 1)
+                ref = measure(reference, get_sampler(name), make_grid(args.schedule, int(T)))[theorem.metric]
+                per_T.append((T, shape, worst, worst / shape, ref.value / shape))
+            Ts = [p[0] for p in per_T]
+            try:
+                moving = trend(Ts, [p[3] for p in per_T]) if len(Ts) >= 3 else "n/a"
+            except RateError:
+                moving = "n/a"
+            verdict = {"rising": "contradicted on its class: the worst constant grows with T",
+                       "steady": "tight in shape at the worst target found",
+                       "falling": "loose in T even at the worst target found"}.get(moving, "a trend needs 3 or more T")
+            for T, shape, worst, constant, ref_constant in per_T:
+                rows.append({"theorem": theorem.id, "sampler": name, "metric": theorem.metric, "T": int(T),
+                             "shape": shape, "worst_value": worst, "worst_constant": constant,
+                             "mix1d_constant": ref_constant, "trend": moving, "verdict": verdict})
+    return pd.DataFrame(rows, columns=CONSTANT_COLUMNS)
+
+
+def print_table(constants: pd.DataFrame, out=sys.stdout) -> None:
+    if constants.empty:
+        print("no constants: every search was refused", file=out)
+        return
+    for (theorem, name), rows in constants.groupby(["theorem", "sampler"], sort=False):
+        cells = ", ".join(f"T={r.T}: {r.worst_constant:.3g} (mix1d {r.mix1d_constant:.3g})" for r in rows.itertuples())
+        print(f"{theorem} on {name} ({rows['metric'].iloc[0].upper()}): worst constant {cells}; "
+              f"{rows['trend'].iloc[0]}: {rows['verdict'].iloc[0]}", file=out)
+
+
+def plot(constants: pd.DataFrame, cross: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    theorems = list(dict.fromkeys(zip(constants["theorem"], constants["sampler"])))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (theorem, name) in enumerate(theorems):
+        rows = constants[(constants["theorem"] == theorem) & (constants["sampler"] == name)].sort_values("T")
+        colour = colours[i % len(colours)]
+        ax.plot(rows["T"], rows["worst_constant"], marker="o", color=colour, label=f"{theorem} ({name}): worst")
+        ax.plot(rows["T"], rows["mix1d_constant"], ls=":", color=colour, alpha=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("T (grid levels)")
+    ax.set_ylabel("constant the bound needs (measured / shape)")
+    ax.set_title("worst constant over 1-D mixtures with E x^2 = 1 (solid) and on mix1d (dotted)", fontsize=9)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=6.5, ncol=1, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=140)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    started = time.time()
+    with clean_exit("studies.tightness"):
+        frame, cross, constants = run(args)
+    print_table(constants)
+    if not args.no_plot and not constants.empty:
+        plot(constants, cross, args.out / "tightness.png")
+    print(f"\nwrote {args.out / 'tightness.csv'}, {args.out / 'cross.csv'}, {args.out / 'constants.csv'}"
+          + ("" if args.no_plot else f", {args.out / 'tightness.png'}") + f" ({time.time() - started:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
