@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from exact import flow_mc, gaussian, grid_1d_flow, grid_1d_kernel, product, subspace
+from exact import flow_mc, gaussian, grid_1d_flow, grid_1d_kernel, path_kl, product, subspace
 from exact.base import FLAG_RATIO, METRICS, DivergenceError, Measurement, initial_draws, initial_law  # noqa: F401
 from exact.init_error import init_error  # noqa: F401
 from samplers.base import MarkovSampler, Sampler
@@ -28,10 +28,13 @@ METHODS: dict[str, Callable[..., dict[str, Measurement]]] = {
     "flow-mc": flow_mc.flow_mc,  # method 4: deterministic samplers, any d, Monte Carlo with exact densities
     "product": product.product_engine,  # method 5: product targets, every coordinate-wise sampler
     "subspace": subspace.subspace_engine,  # low-dimensional targets rotated into R^d (theory.subspace), any sampler
+    # path KL between the forward process and a Markov sampler's chain (metrics kl_path, kl_path_sampler); only on
+    # request, never chosen by choose_method
+    "path-kl": path_kl.path_kl_engine,
 }
 
 # The methods whose numbers depend on a Monte Carlo seed (they take `seed=`).
-SEEDED = ("gaussian", "flow-mc", "product", "subspace")
+SEEDED = ("gaussian", "flow-mc", "product", "subspace", "path-kl")
 
 
 def choose_method(target, sampler: Sampler) -> str:
