@@ -129,21 +129,22 @@ def check_equivariance(target: SubspaceTarget, sampler: Sampler, grid: Grid, poi
         predicted = core_out @ B.T
         noise_perp = [draw - (draw @ B) @ B.T for draw in recorder.draws]
         rest0, noise_rest = perp0, noise_perp
-        for law, copies in target.gaussian_part():
-            if law.name == "shift-direction":
-                u = target.shift / target.shift_norm
-                a0 = perp0 @ u
-                out = sampler.run(CountingModel(ExactModel(law)), grid, a0[:, None],
-                                  ScriptedNoise([(draw @ u)[:, None] for draw in noise_perp]))
-                predicted = predicted + out * u
-                rest0 = perp0 - a0[:, None] * u
-                noise_rest = [draw - (draw @ u)[:, None] * u for draw in noise_perp]
-            else:
-                # The centred complement coordinates: the 1-D map is linear with scalar coefficients, so it acts on
-                # the complement vector coordinate by coordinate in any orthonormal basis, the original one included.
-                out = sampler.run(CountingModel(ExactModel(law)), grid, rest0.reshape(-1, 1),
-                                  ScriptedNoise([draw.reshape(-1, 1) for draw in noise_rest]))
-                predicted = predicted + out.reshape(rest0.shape)
+        parts = target.gaussian_part()
+        if target.shift_norm > 0:  # the first part is the 1-D law along u = s / |s|
+            (law, _), parts = parts[0], parts[1:]
+            u = target.shift / target.shift_norm
+            a0 = perp0 @ u
+            out = sampler.run(CountingModel(ExactModel(law)), grid, a0[:, None],
+                              ScriptedNoise([(draw @ u)[:, None] for draw in noise_perp]))
+            predicted = predicted + out * u
+            rest0 = perp0 - a0[:, None] * u
+            noise_rest = [draw - (draw @ u)[:, None] * u for draw in noise_perp]
+        for law, _ in parts:
+            # The centred complement coordinates: the 1-D map is linear with scalar coefficients, so it acts on the
+            # complement vector coordinate by coordinate in any orthonormal basis, the original one included.
+            out = sampler.run(CountingModel(ExactModel(law)), grid, rest0.reshape(-1, 1),
+                              ScriptedNoise([draw.reshape(-1, 1) for draw in noise_rest]))
+            predicted = predicted + out.reshape(rest0.shape)
     except (RuntimeError, SamplerError, TargetError) as err:
         raise DivergenceError(f"sampler {sampler.info.name!r} cannot be replayed block by block on subspace target "
                               f"{target.name!r} ({err}): the subspace method does not apply") from None
@@ -221,7 +222,8 @@ def _core_kl(core, sampler: Sampler, grid: Grid, init: str, samples: int, seed: 
 
 
 def _core_log_ratios(core, sampler: Sampler, grid: Grid, init: str, n: int, seed: int, gaussian_out, tables: dict):
-    """Draws y ~ p_core and r_core = log q_core(y) - log p_core(y): (r, r at half tabulation resolution or None)."""
+    """Draws y ~ p_core and r_core = log q_core(y) - log p_core(y): (r, r at half tabulation resolution or None,
+    how log p_core was obtained)."""
     level = grid.abar[-1]
     gen = torch.Generator(device=core.device).manual_seed(seed)
     if gaussian_out is not None:
@@ -230,7 +232,7 @@ def _core_log_ratios(core, sampler: Sampler, grid: Grid, init: str, n: int, seed
         L = torch.linalg.cholesky(cov)
         y = mean + torch.randn(n, mean.numel(), dtype=DTYPE, device=core.device, generator=gen) @ L.T
         log_p = torch.distributions.MultivariateNormal(mean, scale_tril=L).log_prob(y)
-        return core.log_prob(y, level) - log_p, None
+        return core.log_prob(y, level) - log_p, None, "gaussian output law"
     x, log_p_init = initial_draws(core, grid, init, n, gen)
     if not sampler.info.stochastic:
         model = CountingModel(ExactModel(core))
@@ -242,7 +244,7 @@ def _core_log_ratios(core, sampler: Sampler, grid: Grid, init: str, n: int, seed
                 raise DivergenceError(f"the map of {sampler.info.name!r} on {grid.name} T={grid.T} is not a "
                                       "diffeomorphism at a drawn point: the change-of-variables method does not apply")
             ratios.append(core.log_prob(y, level) - (log_p_init[start : start + chunk] - logdet))
-        return torch.cat(ratios), None
+        return torch.cat(ratios), None, "flow change of variables"
     # Markov sampler, 1-D factors: exact draws by running it, log p from the tabulated densities (G and G/2).
     y = sampler.run(CountingModel(ExactModel(core)), grid, x, Noise(seed + 1, core.device))
     log_p, log_p_half = torch.zeros(n, dtype=DTYPE, device=core.device), torch.zeros(n, dtype=DTYPE, device=core.device)
@@ -253,7 +255,7 @@ def _core_log_ratios(core, sampler: Sampler, grid: Grid, init: str, n: int, seed
         log_p += fine.log_density()(cols).sum(-1)
         log_p_half += coarse.log_density()(cols).sum(-1)
     log_q = core.log_prob(y, level)
-    return log_q - log_p, log_q - log_p_half
+    return log_q - log_p, log_q - log_p_half, "sampler draws, tabulated 1-D output densities"
 
 
 def _tv(r: Tensor) -> tuple[float, float]:
@@ -294,13 +296,13 @@ def subspace_engine(target, sampler: Sampler, grid: Grid, init: str = "exact", s
     out = {"kl": Measurement("kl", kl_core.value + kl_gauss, kl_core.numerical_error + kl_gauss_err, "subspace",
                              dict(details))}
     if tv:
-        r_core, r_core_half = _core_log_ratios(core, sampler, grid, init, samples, seed, gaussian_out, tables)
+        r_core, r_core_half, how = _core_log_ratios(core, sampler, grid, init, samples, seed, gaussian_out, tables)
         r_gauss = _gaussian_part_log_ratio(parts, samples, seed + 2, target.device)
         value, se = _tv(r_core + r_gauss)
         tabulation = abs(_tv(r_core_half + r_gauss)[0] - value) if r_core_half is not None else 0.0
         rounding = 64 * torch.finfo(DTYPE).eps * grid.T * (1 + value)
         out["tv"] = Measurement("tv", value, se + tabulation + rounding, "subspace-mc",
-                                dict(details, standard_error=se, tabulation_error=tabulation))
+                                dict(details, standard_error=se, tabulation_error=tabulation, core_density=how))
     if rev_core is not None:
         rev = rev_core.value + sum(p["copies"] * p["kl_reverse"].value for p in parts)
         rev_err = rev_core.numerical_error + sum(p["copies"] * p["kl_reverse"].numerical_error for p in parts)

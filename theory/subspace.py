@@ -122,8 +122,8 @@ class SubspaceTarget(ScoreDerived):
             if inside > 1e-9 * max(1.0, float(s.abs().max())):
                 raise TargetError(f"the shift must lie in the complement of the subspace (|B^T shift| = {inside:.3g})")
             s = s - B @ (B.T @ s)
-        if d == k and floor > 0:
-            floor = 0.0  # no complement: the floor has nowhere to live
+        if d == k:  # no complement: neither a floor nor a shift has anywhere to live
+            floor, s = 0.0, torch.zeros_like(s)
         self.core = core
         self.basis = B
         self.shift = s
@@ -183,8 +183,8 @@ class SubspaceTarget(ScoreDerived):
         return v
 
     def gaussian_part(self) -> list[tuple[GaussianMixture, int]]:
-        """The complement in an axis-aligned frame, as [(1-D law at level 1, number of coordinates)]: one coordinate
-        N(|s|, sigma^2) along the shift (if s != 0) and the others N(0, sigma^2). Empty when k = d."""
+        """The complement in an axis-aligned frame, as [(1-D law at level 1, number of coordinates)]: first one
+        coordinate N(|s|, sigma^2) along the shift (if s != 0), then the others N(0, sigma^2). Empty when k = d."""
         n = self.d - self.k
         if n == 0:
             return []
