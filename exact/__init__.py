@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from exact import flow_mc, gaussian, grid_1d_flow, grid_1d_kernel, product
+from exact import flow_mc, gaussian, grid_1d_flow, grid_1d_kernel, path_kl, product, subspace
 from exact.base import FLAG_RATIO, METRICS, DivergenceError, Measurement, initial_draws, initial_law  # noqa: F401
 from exact.init_error import init_error  # noqa: F401
 from samplers.base import MarkovSampler, Sampler
 from theory.schedules import Grid
+from theory.subspace import SubspaceTarget
+from theory.targets import GaussianMixture
 
 # name -> engine(target, sampler, grid, init=..., **options) -> {metric: Measurement}
 METHODS: dict[str, Callable[..., dict[str, Measurement]]] = {
@@ -25,17 +27,29 @@ METHODS: dict[str, Callable[..., dict[str, Measurement]]] = {
     "gaussian": gaussian.gaussian_engine,  # method 3: one-component targets, any d, any sampler
     "flow-mc": flow_mc.flow_mc,  # method 4: deterministic samplers, any d, Monte Carlo with exact densities
     "product": product.product_engine,  # method 5: product targets, every coordinate-wise sampler
+    "subspace": subspace.subspace_engine,  # low-dimensional targets rotated into R^d (theory.subspace), any sampler
+    # path KL between the forward process and a Markov sampler's chain (metrics kl_path, kl_path_sampler); only on
+    # request, never chosen by choose_method
+    "path-kl": path_kl.path_kl_engine,
 }
 
 # The methods whose numbers depend on a Monte Carlo seed (they take `seed=`).
-SEEDED = ("gaussian", "flow-mc", "product")
+SEEDED = ("gaussian", "flow-mc", "product", "subspace", "path-kl")
 
 
 def choose_method(target, sampler: Sampler) -> str:
     """The exact method that applies to a (target, sampler) pair, or a clear refusal.
 
-    In order: the 1-D engines (d = 1), the Gaussian engine (one-component target), the product engine (a target
-    whose coordinates are independent: theory.product), flow Monte Carlo (deterministic samplers)."""
+    In order: the subspace engine (a theory.subspace target), the 1-D engines (d = 1), the Gaussian engine
+    (one-component target), the product engine (a target whose coordinates are independent: theory.product), the
+    subspace engine again (a plain mixture whose components share an isotropic floor and whose means and remaining
+    covariance parts span a k < d dimensional subspace: theory.subspace.find_subspace), flow Monte Carlo
+    (deterministic samplers)."""
+    if isinstance(target, SubspaceTarget):
+        why = subspace.unsupported(target, sampler)
+        if why:
+            raise DivergenceError(why)
+        return "subspace"
     if target.d == 1 and not sampler.info.stochastic:
         return "grid-1d-flow"
     if target.d == 1 and isinstance(sampler, MarkovSampler):
@@ -44,6 +58,13 @@ def choose_method(target, sampler: Sampler) -> str:
         return "gaussian"
     if getattr(target, "factorises", False):
         return "product"
+    found = subspace.as_subspace(target) if isinstance(target, GaussianMixture) else None
+    if found is not None:
+        why = subspace.unsupported(found, sampler)
+        if why is None:
+            return "subspace"
+        if sampler.info.stochastic:
+            raise DivergenceError(why)
     if not sampler.info.stochastic:
         return "flow-mc"
     raise DivergenceError(

@@ -11,6 +11,7 @@ from samplers.base import (  # noqa: F401
     MarkovSampler,
     Model,
     Noise,
+    RecordingNoise,
     Sampler,
     SamplerError,
     SamplerInfo,

@@ -115,6 +115,20 @@ class ScriptedNoise:
         return draw.expand_as(like)
 
 
+class RecordingNoise:
+    """Seeded standard normal draws (as Noise) that are also kept, so that a run can be replayed on transformed
+    coordinates (exact engines check a sampler's premises this way)."""
+
+    def __init__(self, seed: int = 0, device: str | torch.device = "cpu"):
+        self.noise = Noise(seed, device)
+        self.draws: list[Tensor] = []
+
+    def __call__(self, like: Tensor) -> Tensor:
+        draw = self.noise(like)
+        self.draws.append(draw)
+        return draw
+
+
 # ---------------------------------------------------------------------------- samplers
 @dataclass(frozen=True)
 class SamplerInfo:

@@ -1,9 +1,12 @@
 """The named targets: every built-in target by name, and JSON files by path.
 
-    get_target("mix1d"), get_target("gaussian", d=8), get_target("product-bimodal", d=256), get_target("t.json")
+    get_target("mix1d"), get_target("gaussian", d=8), get_target("product-bimodal", d=256), get_target("t.json"),
+    get_target("subspace:2", d=4096)
 
-A target family is a factory `d -> target` in TARGETS (register one with `@register_target(name)`); the mixture
-classes themselves live in theory.targets (GaussianMixture) and theory.product (ProductTarget).
+A target family is a factory `d -> target` in TARGETS (register one with `@register_target(name)`); a family with a
+parameter in its name (`family:arg`, e.g. the subspace dimension k of `subspace:<k>`) is a factory `(d, arg) ->
+target` in PARAMETRISED. The mixture classes themselves live in theory.targets (GaussianMixture), theory.product
+(ProductTarget) and theory.subspace (SubspaceTarget).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Callable
 import torch
 
 from theory.product import ProductTarget, product_of
+from theory.subspace import SubspaceTarget, subspace_family
 from theory.targets import DTYPE, GaussianMixture, TargetError, from_json, gaussian
 
 
@@ -116,14 +120,50 @@ def _std_normal(d: int | None) -> ProductTarget:
     return product_of(GaussianMixture([1.0], [[0.0]], [[[1.0]]], "N(0,1)"), 1 if d is None else d, "std-normal")
 
 
+# ---------------------------------------------------------------------------- low-dimensional targets in R^d
+def _subspace_k(name: str, arg: str) -> int:
+    try:
+        return int(arg)
+    except ValueError:
+        raise TargetError(f"target {name!r}: the subspace dimension k must be an integer, got {arg!r}") from None
+
+
+@register_target("subspace")
+def _subspace(d: int | None) -> SubspaceTarget:
+    """A three-mode line (k = 1) in R^d, randomly rotated, floor sigma^2 = 0.01 (theory.subspace)."""
+    return subspace_family(d, 1)
+
+
+@register_target("subspace-product")
+def _subspace_product(d: int | None) -> SubspaceTarget:
+    """A two-mode line (k = 1, the product core with one factor) in R^d, randomly rotated, floor 0.01."""
+    return subspace_family(d, 1, product_core=True)
+
+
+PARAMETRISED: dict[str, Callable[[int | None, str], object]] = {
+    # subspace:<k>: a k-dimensional three-component mixture (not a product for k > 1) embedded in R^d
+    "subspace": lambda d, arg: subspace_family(d, _subspace_k("subspace:" + arg, arg)),
+    # subspace-product:<k>: k copies of a two-mode line embedded in R^d (every sampler is exact on it)
+    "subspace-product": lambda d, arg: subspace_family(d, _subspace_k("subspace-product:" + arg, arg), True),
+}
+
+
+def known_targets() -> list[str]:
+    return sorted(TARGETS) + [f"{family}:<k>" for family in sorted(PARAMETRISED)]
+
+
 def get_target(name: str, d: int | None = None, device: str | torch.device = "cpu") -> GaussianMixture:
-    """A built-in target by name (with dimension d where it has one), or a JSON file by path."""
+    """A built-in target by name (with dimension d where it has one), a parametrised family `family:arg`, or a JSON
+    file by path."""
+    family, _, arg = name.partition(":")
     if name in TARGETS:
         target = TARGETS[name](d)
-        if d is not None and target.d != d:
-            raise TargetError(f"target {name!r} has fixed dimension {target.d}, not d = {d}")
+    elif arg and family in PARAMETRISED:
+        target = PARAMETRISED[family](d, arg)
     elif name.endswith(".json") or Path(name).is_file():
         target = from_json(name)
     else:
-        raise TargetError(f"unknown target {name!r}: known targets are {', '.join(sorted(TARGETS))}, or a JSON path")
+        raise TargetError(f"unknown target {name!r}: known targets are {', '.join(known_targets())}, or a JSON path")
+    if (name in TARGETS or (arg and family in PARAMETRISED)) and d is not None and target.d != d:
+        raise TargetError(f"target {name!r} has fixed dimension {target.d}, not d = {d}")
     return target.to(device) if str(device) != "cpu" else target
