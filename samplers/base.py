@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Optional, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from theory.schedules import Grid
+from theory.schedules import Grid, make_grid
 from theory.targets import GaussianMixture
 
 
@@ -209,7 +209,7 @@ def register(name: str):
 
 def get_sampler(name: str) -> Sampler:
     """A sampler by registry name; parametrised names (`family:arg`) go to the family's factory."""
-    if name in REGISTRY:
+    if name in REGISTRY and not name.endswith(":"):  # a bare family name ("afs:") has no argument to pass
         return REGISTRY[name]()
     family, _, arg = name.partition(":")
     if arg and family + ":" in REGISTRY:
@@ -223,3 +223,21 @@ def sampler_names(stochastic: bool | None = None) -> list[str]:
     if stochastic is None:
         return names
     return [n for n in names if get_sampler(n).info.stochastic == stochastic]
+
+
+# ---------------------------------------------------------------------------- the grid a sampler runs on
+OWN_GRID = "own-grid"  # the schedule label of a sampler that builds its own grid (e.g. a diffusers scheduler)
+
+
+def sampler_grid(sampler: Sampler | None, T: int, schedule: str, **params) -> Grid:
+    """The grid of T levels that `sampler` runs on: its own when it builds one (`own_grid(T)`: a diffusers scheduler's
+    timesteps), else the schedule's, make_grid(schedule, T, **params). Studies that may run such samplers ask here."""
+    own = getattr(sampler, "own_grid", None)
+    if own is not None:
+        return own(T)
+    return make_grid(schedule, T, **params)
+
+
+def schedule_label(sampler: Sampler | None, schedule: str) -> str:
+    """What a results row records as the schedule: OWN_GRID for a sampler with its own grid, else the schedule."""
+    return OWN_GRID if getattr(sampler, "own_grid", None) is not None else schedule

@@ -39,13 +39,12 @@ import pandas as pd
 import torch
 
 from exact import DivergenceError, measure
-from samplers import get_sampler
+from samplers import OWN_GRID, get_sampler, sampler_grid, schedule_label
 from samplers.amed import AMEDPlugin, AMEDSolver, load_predictor, save_predictor, train_amed
 from samplers.base import ExactModel, SamplerError
 from studies.common import ResultsFile, clean_exit, progress, resolve_device
 from theory import solver_grids
 from theory.catalog import get_target
-from theory.schedules import make_grid
 
 SOLVERS = ["euler", "heun", "dpm-solver-2", "dpmpp-2m", "dpmpp-3m", "unipc", "deis", "ipndm"]
 LABELS = {"euler": "Euler (DDIM)", "heun": "Heun (EDM)", "dpm-solver-2": "DPM-Solver-2", "dpmpp-2m": "DPM-Solver++(2M)",
@@ -96,9 +95,10 @@ def budget(evals_per_step: int, nfe: int) -> tuple[int, bool]:
     return (nfe + 1) // 2 + 1, True
 
 
-def grid_for(key: str, T: int):
+def grid_for(key: str, T: int, sampler=None):
+    """The grid of T levels for a grid key; a sampler with its own grid (key OWN_GRID) brings it."""
     schedule = key.split("-")[0] if key.startswith("time_uniform") else key
-    return make_grid(schedule, T, **GRIDS.get(key, {}))
+    return sampler_grid(sampler, T, schedule, **GRIDS.get(key, {}))
 
 
 def recommended_key(name: str) -> str:
@@ -141,11 +141,12 @@ def make_sampler(args, target, name: str, grid_key: str, nfe: int):
 def measure_row(args, target, table: str, name: str, grid_key: str, nfe: int) -> dict:
     start = time.time()
     sampler, T, afs = make_sampler(args, target, name, grid_key, nfe)
-    grid = grid_for(grid_key, T)
+    grid = grid_for(grid_key, T, sampler)
     counted = sampler.nfe(grid)
     if counted != nfe:
         raise SamplerError(f"{name} on {grid_key} T={T} spends {counted} evaluations, not the budget {nfe}")
-    row = {"table": table, "sampler": name, "label": LABELS.get(name, "AMED-Plugin (" + name.split(":")[-1] + ")"),
+    label = LABELS.get(name, "AMED-Plugin (" + name.split(":")[-1] + ")" if name.startswith("amed-plugin:") else name)
+    row = {"table": table, "sampler": name, "label": label,
            "grid": grid_key, "T": T, "nfe": counted, "afs": afs, "target": target.name, "d": target.d}
     options = {}
     if target.d > 1 and not target.is_gaussian:
@@ -169,9 +170,10 @@ def jobs(args) -> list[tuple[str, str, str, int]]:
     names = list(args.solvers)
     if not args.no_amed:
         names += ["amed"] + [f"amed-plugin:{b}" for b in args.plugins]
-    out = [("recommended", n, recommended_key(n), nfe) for n in names for nfe in args.nfe]
+    own = {n for n in args.solvers if schedule_label(get_sampler(n), "") == OWN_GRID}  # e.g. diffusers schedulers
+    out = [("recommended", n, OWN_GRID if n in own else recommended_key(n), nfe) for n in names for nfe in args.nfe]
     if not args.no_grid_table:
-        out += [("grids", n, g, nfe) for n in args.solvers for g in GRIDS for nfe in args.nfe]
+        out += [("grids", n, g, nfe) for n in args.solvers if n not in own for g in GRIDS for nfe in args.nfe]
     return out
 
 

@@ -24,12 +24,11 @@ import pandas as pd
 import torch
 
 from exact import DivergenceError, Measurement, choose_method, init_error, measure
-from samplers import get_sampler, sampler_names
+from samplers import OWN_GRID, get_sampler, sampler_grid, sampler_names, schedule_label
 from studies.common import ResultsFile, clean_exit, powers_of_two, progress, resolve_device
 from theory.bounds import check_bound, theorems_for
 from theory.catalog import get_target
 from theory.rates import RateError, fit_order, local_slopes
-from theory.schedules import make_grid
 
 COLUMNS = ["sampler", "schedule", "target", "d", "T", "nfe", "metric", "value", "numerical_error", "method", "init",
            "init_error", "max_step", "capped", "seed", "flagged"]
@@ -73,7 +72,7 @@ def _samplers(names: list[str]) -> list[str]:
 def measure_rows(args, sampler_name: str, T: int, target, device) -> list[dict]:
     """One (sampler, T) measurement: a row per requested metric, nothing if any value is unusable."""
     sampler = get_sampler(sampler_name)
-    grid = make_grid(args.schedule, T).to(device)
+    grid = sampler_grid(sampler, T, args.schedule).to(device)  # a diffusers scheduler brings its own
     torch.manual_seed(args.seed)
     method = choose_method(target, sampler) if args.method == "auto" else args.method
     # Monte Carlo parts (Gaussian TV in d > 1, flow Monte Carlo, product TV) draw from --seed.
@@ -88,7 +87,8 @@ def measure_rows(args, sampler_name: str, T: int, target, device) -> list[dict]:
                                   f"{next(iter(result.values())).method}: it gives {', '.join(result)}")
         m: Measurement = result[metric]
         rows.append({
-            "sampler": sampler_name, "schedule": args.schedule, "target": target.name, "d": target.d, "T": T,
+            "sampler": sampler_name, "schedule": schedule_label(sampler, args.schedule), "target": target.name,
+            "d": target.d, "T": T,
             "nfe": nfe, "metric": metric, "value": m.value, "numerical_error": m.numerical_error, "method": m.method,
             "init": args.init, "init_error": start_error.get(metric, float("nan")) if args.init != "exact" else 0.0,
             "max_step": grid.max_step, "capped": grid.capped, "seed": args.seed, "flagged": m.flagged,
@@ -256,8 +256,9 @@ def run(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, list[str]
     device = resolve_device(args.device)
     names = _samplers(args.sampler)
     target = get_target(args.target, d=args.d, device=device)
-    for T in args.T:
-        make_grid(args.schedule, T)  # bad T or schedule fails before any work
+    for name in names:
+        for T in args.T:
+            sampler_grid(get_sampler(name), T, args.schedule)  # bad T or schedule fails before any work
     for metric in args.metric:
         if metric not in KNOWN_METRICS:
             raise DivergenceError(f"metric {metric!r} is not available: known metrics are {', '.join(KNOWN_METRICS)}")
@@ -265,13 +266,13 @@ def run(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, list[str]
     jobs = [(name, T) for name in names for T in sorted(set(args.T))]
     started = time.time()
     for name, T in progress(jobs, desc="rates"):
-        key = dict(sampler=name, schedule=args.schedule, target=target.name, d=target.d, T=T, init=args.init,
-                   seed=args.seed)
+        key = dict(sampler=name, schedule=schedule_label(get_sampler(name), args.schedule), target=target.name,
+                   d=target.d, T=T, init=args.init, seed=args.seed)
         if all(results.done(**key, metric=m) for m in args.metric):
             continue
         results.append(measure_rows(args, name, T, target, device))
     frame = pd.read_csv(args.out / "rates.csv")
-    frame = frame[(frame["sampler"].isin(names)) & (frame["schedule"] == args.schedule)
+    frame = frame[(frame["sampler"].isin(names)) & (frame["schedule"].isin([args.schedule, OWN_GRID]))
                   & (frame["target"] == target.name) & (frame["d"] == target.d) & (frame["T"].isin(args.T))
                   & (frame["init"] == args.init) & (frame["seed"] == args.seed) & (frame["metric"].isin(args.metric))]
     orders, verdicts = summarise(frame, args.window)
