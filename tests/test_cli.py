@@ -1,0 +1,138 @@
+"""One CLI vocabulary for every study (studies/__main__.py lists them): each invalid value of a numeric flag, and
+each bad name (sampler, target, schedule, dimension, device, scheduler), ends in one line on stderr naming the flag
+or value, exit status 2, before any measurement starts and without writing a results file."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import pytest
+import torch
+
+from studies.__main__ import STUDIES, summary
+from studies.common import FLAGS
+
+
+def _parser(name: str):
+    module = importlib.import_module(f"studies.{name}")
+    assert callable(getattr(module, "build_parser", None)), f"studies.{name} has no build_parser()"
+    assert callable(getattr(module, "main", None)), f"studies.{name} has no main(argv)"
+    return module, module.build_parser()
+
+
+def _options(parser) -> dict[str, object]:
+    """Option string -> its argparse action, hidden aliases included."""
+    return {option: action for action in parser._actions for option in action.option_strings}
+
+
+def _kind(value_type) -> type | None:
+    """int or float for a numeric flag (typed values declare it; a bare int or float is numeric too)."""
+    kind = getattr(value_type, "kind", value_type)
+    return kind if kind in (int, float) else None
+
+
+def _accepts(value_type, text: str) -> bool:
+    """Whether a typed value accepts `text`, decided from its declared bounds (never by calling it)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    if _kind(value_type) is int and not float(value).is_integer():
+        return False
+    low, inclusive, high = value_type.minimum, value_type.inclusive, value_type.maximum
+    above = value > low or (value == low and inclusive)
+    return math.isfinite(value) and above and (high is None or value <= high)
+
+
+def _one_line_exit(module, argv, capsys) -> str:
+    """Run main(argv); it must exit with status 2 and exactly one line on stderr, which is returned."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        module.main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, f"{argv}: exit {stop.value.code!r}, stderr {err!r}"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"{argv}: stderr is not one line: {err!r}"
+    return lines[0]
+
+
+def test_every_study_is_listed_with_its_docstring():
+    for name in STUDIES:
+        line = summary(name)
+        assert line and not line.startswith("("), f"studies.{name}: {line}"
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_numeric_flags_refuse_invalid_values_with_one_line(name, capsys, tmp_path):
+    module, parser = _parser(name)
+    numeric = {option: action for option, action in _options(parser).items() if _kind(action.type)}
+    assert numeric, f"studies.{name} has no numeric flag: nothing to check"
+    checked = 0
+    for option, action in numeric.items():
+        assert hasattr(action.type, "minimum"), (
+            f"studies.{name} {option} is a bare {_kind(action.type).__name__}: give it integer(..) or real(..)")
+        for value in ("0", "-1", "x"):
+            if _accepts(action.type, value):
+                continue  # e.g. --seed 0: a value the flag accepts would start a measurement
+            line = _one_line_exit(module, [option, value, "--out", str(tmp_path / "out")], capsys)
+            assert f"argument {option}: " in line, line
+            named = line.split(f"argument {option}: ", 1)[1].split()[0].strip("'\"")
+            assert named == value, f"{option} {value}: the message names {named!r}: {line}"
+            checked += 1
+    assert checked >= len(numeric), f"studies.{name}: fewer checks than numeric flags"
+    assert not (tmp_path / "out").exists()
+
+
+# (arguments, text the one error line must contain, flags the study must have for the case to apply)
+BAD_NAMES = [
+    (["--sampler", "nope"], "'nope'", {"--sampler"}),
+    (["--target", "nope"], "'nope'", {"--target"}),
+    (["--target", "gaussian", "--d", "-3"], "-3", {"--target", "--d"}),
+    (["--target", "mix1d", "--d", "5"], "mix1d", {"--target", "--d"}),
+    (["--schedule", "weird"], "'weird'", {"--schedule"}),
+    (["--device", "tpu"], "'tpu'", {"--device"}),
+    (["--scheduler", "nowhere"], "'nowhere'", {"--scheduler"}),
+]
+if not torch.cuda.is_available():
+    BAD_NAMES.append((["--device", "cuda"], "CUDA is not available", {"--device"}))
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_bad_names_exit_2_with_one_line_before_any_work(name, capsys, tmp_path):
+    module, parser = _parser(name)
+    options = _options(parser)
+    applied = 0
+    for argv, needle, needs in BAD_NAMES:
+        if not needs <= options.keys():
+            continue
+        out = tmp_path / f"out{applied}"
+        line = _one_line_exit(module, [*argv, "--out", str(out)], capsys)
+        assert needle in line, f"{argv}: {line}"
+        assert not out.exists() or not any(out.rglob("*.csv")), f"{argv} wrote {list(out.rglob('*'))}"
+        applied += 1
+    assert applied >= 3, f"studies.{name}: only {applied} of the bad-name cases apply"
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_shared_flags_mean_the_same_everywhere(name):
+    """A shared flag has the same kind of value in every study; every study has the common ones, and every study
+    that sweeps measurements (a `STUDY` skeleton) takes --scheduler and --workers."""
+    module, parser = _parser(name)
+    options = _options(parser)
+    for flag in ("--seed", "--device", "--out", "--no-plot"):
+        assert flag in options, f"studies.{name} lacks {flag}"
+    if hasattr(module, "STUDY"):
+        assert {"--scheduler", "--workers"} <= options.keys(), f"studies.{name} sweeps without --scheduler"
+    for flag, (value_type, _) in FLAGS.items():
+        option = "--" + flag.replace("_", "-")
+        if option in options:
+            assert _kind(options[option].type) == _kind(value_type), f"studies.{name} {option} changes kind"
+    parser.format_help()  # every help text renders (a stray % would break it)
+
+
+def test_old_spellings_stay_as_hidden_aliases():
+    nfe = _parser("nfe")[1].parse_args(["--solvers", "euler", "heun"])
+    assert nfe.sampler == ["euler", "heun"]
+    geometry = _parser("geometry")[1].parse_args(["--targets", "mixture"])
+    assert geometry.target == ["mixture"]
