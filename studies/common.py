@@ -339,6 +339,8 @@ class Study:
         return 0
 
     def open_results(self, out: Path) -> ResultsFile:
+        if Path(out).exists() and not Path(out).is_dir():
+            raise StudyError(f"--out {str(out)!r} is a file, not a folder")
         try:
             return ResultsFile(Path(out) / self.results, self.columns, self.key)
         except OSError as err:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import importlib
 import math
+import pickle
 
 import pytest
 import torch
 
 from studies.__main__ import STUDIES, summary
-from studies.common import FLAGS
+from studies.common import FLAGS, ResultsFile, rows_of
 
 
 def _parser(name: str):
@@ -136,3 +137,44 @@ def test_old_spellings_stay_as_hidden_aliases():
     assert nfe.sampler == ["euler", "heun"]
     geometry = _parser("geometry")[1].parse_args(["--targets", "mixture"])
     assert geometry.target == ["mixture"]
+
+
+SWEEPING = [name for name in STUDIES if name != "images"]  # the studies built on studies.common.Study
+
+
+@pytest.mark.parametrize("name", SWEEPING)
+def test_jobs_are_plain_values_that_travel_to_another_process(name, tmp_path):
+    """Each job of the default command pickles to an equal job made of plain values, and `work` pickles by
+    reference (a module-level function), as a Dask worker needs."""
+    module, parser = _parser(name)
+    args = parser.parse_args(["--out", str(tmp_path)])
+    jobs = module.STUDY.jobs(args, torch.device("cpu"))
+    assert jobs, f"studies.{name}: the default command has no jobs"
+    plain = (str, int, float, bool, type(None))
+    for job in jobs:
+        for field, value in vars(job).items():
+            assert isinstance(value, plain) or (isinstance(value, tuple) and all(isinstance(v, plain) for v in value)), (
+                f"studies.{name} job field {field} = {value!r} is not a plain value")
+        assert pickle.loads(pickle.dumps(job)) == job
+        assert job.row_keys() and all(set(key) == set(module.STUDY.key) for key in job.row_keys())
+    assert pickle.loads(pickle.dumps(module.STUDY.work)) is module.STUDY.work
+    assert len(set(jobs)) == len(jobs), f"studies.{name}: a job appears twice"
+
+
+@pytest.mark.parametrize("name", SWEEPING)
+def test_an_out_that_is_a_file_is_one_line(name, capsys, tmp_path):
+    module, _ = _parser(name)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    line = _one_line_exit(module, ["--out", str(blocker)], capsys)
+    assert "--out" in line and str(blocker) in line, line
+
+
+def test_rows_of_keeps_one_commands_rows_in_file_order(tmp_path):
+    path = tmp_path / "r.csv"
+    results = ResultsFile(path, ["sampler", "T", "value"], ["sampler", "T"])
+    results.append([{"sampler": "ddim", "T": 8, "value": 0.5}, {"sampler": "ddpm", "T": 8, "value": 0.25},
+                    {"sampler": "ddim", "T": 16, "value": 0.125}, {"sampler": "ddim", "T": 32, "value": 1e-3}])
+    rows = rows_of(path, [{"sampler": "ddim", "T": 32}, {"sampler": "ddim", "T": 8}])
+    assert rows["value"].tolist() == [0.5, 1e-3]
+    assert rows_of(path, []).empty
