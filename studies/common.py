@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from exact import DivergenceError
-from samplers.base import SamplerError
+from samplers.base import SamplerError, get_sampler, sampler_names
 from theory.rates import RateError
 from theory.schedules import ScheduleError
 from theory.targets import TargetError
@@ -198,7 +198,8 @@ def _scheduler_name(text: str) -> str:
 # The shared flags: name -> (argparse type, help). Each study adds the ones that apply, with its own defaults;
 # a list default makes the flag take several values. The same name means the same thing in every study.
 FLAGS: dict[str, tuple[Callable[[str], object] | None, str]] = {
-    "sampler": (None, "sampler names from the registry, 'all', or a parametrised name such as amed-plugin:ipndm"),
+    "sampler": (None, "sampler names from the registry, a parametrised name such as amed-plugin:ipndm, or 'all' "
+                      "(every sampler the study measures)"),
     "target": (None, "a built-in target name or a JSON target file"),
     "d": (integer(1), "dimension, for targets that take one"),
     "schedule": (None, "grid schedule"),
@@ -250,6 +251,16 @@ def add_flags(parser: argparse.ArgumentParser, aliases: dict[str, list[str]] | N
         parser.add_argument(option, **options)
         for old in aliases.get(name, []):
             parser.add_argument(old, **{**options, "help": argparse.SUPPRESS})
+
+
+def sampler_list(names: Sequence[str], everything: Sequence[str] | None = None) -> list[str]:
+    """The samplers of --sampler, each name checked (an unknown one raises before any work); 'all' alone means
+    every sampler the study measures: `everything`, or else every registered sampler."""
+    if list(names) == ["all"]:
+        return list(everything) if everything is not None else sampler_names()
+    for name in names:
+        get_sampler(name)
+    return list(names)
 
 
 def setup(args: argparse.Namespace) -> torch.device:

@@ -31,7 +31,8 @@ import torch
 
 from exact import DivergenceError, measure
 from samplers import get_sampler
-from studies.common import Skip, Study, StudyParser, add_flags, integer, real, study_parser, with_intervals
+from studies.common import (Skip, Study, StudyParser, add_flags, integer, real, sampler_list, study_parser,
+                            with_intervals)
 from theory.bounds import theorems_for
 from theory.catalog import get_target
 from theory.rates import RateError, fit_order
@@ -98,7 +99,7 @@ def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
         dimensions = [d for d in args.d if family != "mixture" or d <= args.mixture_max_d]
         for d in dimensions:
             get_target(target_name, d, device=device)  # a dimension the family refuses fails before any work
-        for name in args.sampler or default_samplers:
+        for name in (sampler_list(args.sampler) if args.sampler else default_samplers):
             sampler = get_sampler(name)
             if family == "mixture" and sampler.info.stochastic:
                 continue  # no exact method for stochastic samplers on a non-product mixture

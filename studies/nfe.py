@@ -44,7 +44,7 @@ from exact import DivergenceError, measure
 from samplers import get_sampler
 from samplers.amed import AMEDPlugin, AMEDSolver, load_predictor, save_predictor, train_amed
 from samplers.base import ExactModel, SamplerError
-from studies.common import Study, StudyParser, add_flags, integer, study_parser
+from studies.common import Study, StudyParser, add_flags, integer, sampler_list, study_parser
 from theory import solver_grids
 from theory.catalog import get_target
 from theory.schedules import make_grid
@@ -192,14 +192,11 @@ def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
     """Table 1 (every solver, AMED-Solver and each AMED-Plugin on its recommended grid), then table 2 (every solver
     on every grid), each at every NFE; every name and the target checked first."""
     target = get_target(args.target, args.d, device=device)
-    names = list(args.sampler)
-    if not args.no_amed:
-        names += ["amed"] + [f"amed-plugin:{b}" for b in args.plugins]
-    for name in names:
-        get_sampler(name)  # unknown names fail before any work
+    solvers = sampler_list(args.sampler, everything=SOLVERS)  # unknown names fail before any work
+    names = solvers + ([] if args.no_amed else sampler_list(["amed"] + [f"amed-plugin:{b}" for b in args.plugins]))
     cells = [("recommended", n, recommended_key(n), nfe) for n in names for nfe in args.nfe]
     if not args.no_grid_table:
-        cells += [("grids", n, g, nfe) for n in args.sampler for g in GRIDS for nfe in args.nfe]
+        cells += [("grids", n, g, nfe) for n in solvers for g in GRIDS for nfe in args.nfe]
     return [Job(table, name, grid, nfe, args.target, args.d, target.name, target.d, args.n_draws, args.batch_size,
                 args.teacher_M, args.features, args.samples, args.G, args.seed, str(device), str(args.out))
             for table, name, grid, nfe in cells]

@@ -24,8 +24,8 @@ import pandas as pd
 import torch
 
 from exact import METHODS, SEEDED, DivergenceError, Measurement, choose_method, init_error, measure
-from samplers import get_sampler, sampler_names
-from studies.common import Study, StudyParser, add_flags, integer, powers_of_two, study_parser
+from samplers import get_sampler
+from studies.common import Study, StudyParser, add_flags, integer, powers_of_two, sampler_list, study_parser
 from theory.bounds import check_bound, theorems_for
 from theory.catalog import get_target
 from theory.rates import RateError, fit_order, local_slopes
@@ -76,17 +76,9 @@ class Job:
                  "T": self.T, "init": self.init, "seed": self.seed, "metric": metric} for metric in self.metrics]
 
 
-def _samplers(names: list[str]) -> list[str]:
-    if names == ["all"]:
-        return sampler_names()
-    for name in names:
-        get_sampler(name)  # raises a clear error for an unknown name
-    return names
-
-
 def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
     """Every (sampler, T) of the command, once each input has been checked."""
-    names = _samplers(args.sampler)
+    names = sampler_list(args.sampler)
     target = get_target(args.target, d=args.d, device=device)
     for T in args.T:
         make_grid(args.schedule, T)  # a bad T or schedule fails before any work

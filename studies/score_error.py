@@ -35,7 +35,7 @@ import torch
 from exact import DivergenceError, measure
 from samplers import get_sampler
 from samplers.perturbed import PerturbedTarget, SineField, score_error_sizes
-from studies.common import Skip, Study, StudyParser, add_flags, real, study_parser, with_intervals
+from studies.common import Skip, Study, StudyParser, add_flags, real, sampler_list, study_parser, with_intervals
 from theory.catalog import get_target
 from theory.rates import RateError, fit_order
 from theory.schedules import make_grid
@@ -99,8 +99,7 @@ def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
     get_target(args.target, args.d, device=device)  # bad target or dimension: fails before any work
     make_grid(args.schedule, args.T)
     out = []
-    for name in args.sampler:
-        get_sampler(name)
+    for name in sampler_list(args.sampler):
         for kind, field in fields(args):
             amplitude, omega = (0.0, 0.0) if field is None else (field.amplitude, field.omega)
             out.append(Job(args.target, args.d, name, args.schedule, args.T, kind, amplitude, omega, args.seed,

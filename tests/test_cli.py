@@ -11,6 +11,7 @@ import pickle
 import pytest
 import torch
 
+from samplers import sampler_names
 from studies.__main__ import STUDIES, summary
 from studies.common import FLAGS, ResultsFile, rows_of
 
@@ -153,8 +154,8 @@ def test_jobs_are_plain_values_that_travel_to_another_process(name, tmp_path):
     plain = (str, int, float, bool, type(None))
     for job in jobs:
         for field, value in vars(job).items():
-            assert isinstance(value, plain) or (isinstance(value, tuple) and all(isinstance(v, plain) for v in value)), (
-                f"studies.{name} job field {field} = {value!r} is not a plain value")
+            values = value if isinstance(value, tuple) else (value,)
+            assert all(isinstance(v, plain) for v in values), f"studies.{name} job {field} = {value!r} is not plain"
         assert pickle.loads(pickle.dumps(job)) == job
         assert job.row_keys() and all(set(key) == set(module.STUDY.key) for key in job.row_keys())
     assert pickle.loads(pickle.dumps(module.STUDY.work)) is module.STUDY.work
@@ -178,3 +179,14 @@ def test_rows_of_keeps_one_commands_rows_in_file_order(tmp_path):
     rows = rows_of(path, [{"sampler": "ddim", "T": 32}, {"sampler": "ddim", "T": 8}])
     assert rows["value"].tolist() == [0.5, 1e-3]
     assert rows_of(path, []).empty
+
+
+@pytest.mark.parametrize("name", SWEEPING)
+def test_sampler_all_means_every_sampler_the_study_measures(name, tmp_path):
+    module, parser = _parser(name)
+    if "--sampler" not in _options(parser):
+        pytest.skip(f"studies.{name} has no --sampler")
+    args = parser.parse_args(["--sampler", "all", "--out", str(tmp_path)])
+    names = {job.sampler for job in module.STUDY.jobs(args, torch.device("cpu"))}
+    expected = set(module.SOLVERS) if name == "nfe" else set(sampler_names())
+    assert expected <= names, f"studies.{name} --sampler all leaves out {expected - names}"
