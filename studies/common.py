@@ -1,5 +1,6 @@
 """What every study shares: one CLI vocabulary (flags, one-line errors), clean exits on bad input, a resumable
-results file, sweeps that run in this process or on Dask, progress, devices."""
+results file, sweeps that run in this process or on Dask, progress, devices, and the one shape of a study's main()
+(`Study`: parse -> setup -> jobs -> sweep -> read the CSV -> summarise -> print -> plot)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,28 @@ import argparse
 import contextlib
 import csv
 import math
+import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
+import pandas as pd
 import torch
 
 from exact import DivergenceError
-from samplers.base import SamplerError
+from samplers.base import SamplerError, get_sampler, sampler_names
 from theory.rates import RateError
 from theory.schedules import ScheduleError
 from theory.targets import TargetError
 
-BAD_INPUT = (TargetError, ScheduleError, SamplerError, DivergenceError, RateError)
+
+class StudyError(ValueError):
+    """Bad input that a study finds itself (an output folder it cannot write to, ...)."""
+
+
+BAD_INPUT = (TargetError, ScheduleError, SamplerError, DivergenceError, RateError, StudyError)
 
 
 @contextlib.contextmanager
@@ -127,7 +136,12 @@ class StudyParser(argparse.ArgumentParser):
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows each default, unless the help text already says what the default is or there is none (None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def study_parser(name: str, doc: str | None) -> StudyParser:
@@ -137,8 +151,8 @@ def study_parser(name: str, doc: str | None) -> StudyParser:
     return StudyParser(prog=f"python -m studies.{name}", description=summary, formatter_class=_Formatter)
 
 
-def integer(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= minimum, else a one-line error naming the value."""
+def integer(minimum: int, why: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum, else a one-line error naming the value (and `why`, if given)."""
 
     def parse(text: str) -> int:
         try:
@@ -146,10 +160,12 @@ def integer(minimum: int) -> Callable[[str], int]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is below the smallest allowed value {minimum}")
+            raise argparse.ArgumentTypeError(f"{value} is below the smallest allowed value {minimum}"
+                                             + (f" ({why})" if why else ""))
         return value
 
     parse.__name__ = f"integer >= {minimum}"
+    parse.kind, parse.minimum, parse.inclusive, parse.maximum = int, minimum, True, None
     return parse
 
 
@@ -170,13 +186,32 @@ def real(minimum: float = 0.0, inclusive: bool = False, maximum: float | None = 
         return value
 
     parse.__name__ = "number"
+    parse.kind, parse.minimum, parse.inclusive, parse.maximum = float, minimum, inclusive, maximum
     return parse
+
+
+def _device_name(text: str) -> str:
+    if not (text == "cpu" or text == "cuda" or text.startswith("cuda:") or text == "mps"):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}: use cpu or cuda")
+    return text
+
+
+# The values of --scheduler besides an address (studies.distributed gives them their meaning).
+SCHEDULERS = ("none", "local")
+
+
+def _scheduler_name(text: str) -> str:
+    if text in SCHEDULERS or "://" in text or re.fullmatch(r"[\w.\-]+:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown scheduler {text!r}: use {', '.join(SCHEDULERS)} or a scheduler address such as tcp://host:8786")
 
 
 # The shared flags: name -> (argparse type, help). Each study adds the ones that apply, with its own defaults;
 # a list default makes the flag take several values. The same name means the same thing in every study.
 FLAGS: dict[str, tuple[Callable[[str], object] | None, str]] = {
-    "sampler": (None, "sampler names from the registry, 'all', or a parametrised name such as amed-plugin:ipndm"),
+    "sampler": (None, "sampler names from the registry, a parametrised name such as amed-plugin:ipndm, or 'all' "
+                      "(every sampler the study measures)"),
     "target": (None, "a built-in target name or a JSON target file"),
     "d": (integer(1), "dimension, for targets that take one"),
     "schedule": (None, "grid schedule"),
@@ -184,27 +219,37 @@ FLAGS: dict[str, tuple[Callable[[str], object] | None, str]] = {
     "nfe": (integer(1), "budgets of model evaluations"),
     "metric": (None, "error metrics to report"),
     "seed": (integer(0), "seed of every random draw (Monte Carlo, noise, training)"),
-    "device": (None, "torch device: cpu or cuda"),
-    "threads": (integer(1), "torch intra-op threads (1 is fastest for these small tensors on a shared CPU)"),
+    "device": (_device_name, "torch device: cpu or cuda"),
+    "threads": (integer(1), "torch intra-op threads (1 is fastest for these small tensors on a shared CPU; "
+                            "unset: torch's own choice)"),
     "out": (Path, "output folder (results CSV, tables, figure)"),
     "no_plot": (None, "skip the figure"),
-    "scheduler": (None, "where measurements run: 'none' (this process, in order), 'local' (a Dask cluster of local "
-                        "processes) or the address of a running Dask scheduler"),
+    "scheduler": (_scheduler_name, "where measurements run: 'none' (this process, in order), 'local' (a Dask "
+                                   "cluster of local processes) or the address of a running Dask scheduler"),
     "workers": (integer(1), "worker processes of the local Dask cluster (default: one per core)"),
     "batch": (integer(1), "points per engine batch (a memory budget for the Monte Carlo engines; default: the "
                           "engine's own)"),
 }
 
 
-def add_flags(parser: argparse.ArgumentParser, aliases: dict[str, list[str]] | None = None, **defaults) -> None:
+def add_flags(parser: argparse.ArgumentParser, aliases: dict[str, list[str]] | None = None,
+              types: dict[str, Callable[[str], object]] | None = None, several: Iterable[str] = (),
+              **defaults) -> None:
     """Add the shared flags named in `defaults` (keyword = flag name, value = the study's default).
 
-    `aliases` maps a flag name to old spellings kept as hidden aliases (e.g. {"sampler": ["--solvers"]})."""
-    aliases = aliases or {}
+    `aliases` maps a flag name to old spellings kept as hidden aliases (e.g. {"sampler": ["--solvers"]}).
+    `types` narrows a flag's values for this study, keeping its meaning (e.g. {"d": integer(3)}).
+    `several` names flags that take several values although their default is not a list (e.g. a default of None
+    that means "each family's own list")."""
+    aliases, types, several = aliases or {}, types or {}, set(several)
+    for name in [*aliases, *types, *several]:
+        if name not in defaults:
+            raise KeyError(f"{name!r} is given options but not added: add it with a default")
     for name, default in defaults.items():
         if name not in FLAGS:
             raise KeyError(f"no shared flag {name!r}: known flags are {', '.join(FLAGS)}")
         kind, text = FLAGS[name]
+        kind = types.get(name, kind)
         option = "--" + name.replace("_", "-")
         if name == "no_plot":
             parser.add_argument(option, action="store_true", help=text)
@@ -212,20 +257,22 @@ def add_flags(parser: argparse.ArgumentParser, aliases: dict[str, list[str]] | N
         options: dict = {"default": default, "help": text, "dest": name}
         if kind is not None:
             options["type"] = kind
-        if isinstance(default, (list, tuple)):
+        if isinstance(default, (list, tuple)) or name in several:
             options["nargs"] = "+"
-            options["default"] = list(default)
-        if name == "device":
-            options["type"] = _device_name
+            options["default"] = list(default) if default is not None else None
         parser.add_argument(option, **options)
         for old in aliases.get(name, []):
             parser.add_argument(old, **{**options, "help": argparse.SUPPRESS})
 
 
-def _device_name(text: str) -> str:
-    if not (text == "cpu" or text == "cuda" or text.startswith("cuda:") or text == "mps"):
-        raise argparse.ArgumentTypeError(f"unknown device {text!r}: use cpu or cuda")
-    return text
+def sampler_list(names: Sequence[str], everything: Sequence[str] | None = None) -> list[str]:
+    """The samplers of --sampler, each name checked (an unknown one raises before any work); 'all' alone means
+    every sampler the study measures: `everything`, or else every registered sampler."""
+    if list(names) == ["all"]:
+        return list(everything) if everything is not None else sampler_names()
+    for name in names:
+        get_sampler(name)
+    return list(names)
 
 
 def setup(args: argparse.Namespace) -> torch.device:
@@ -271,3 +318,67 @@ def sweep(jobs: Sequence, work: Callable[[object], list[dict] | Skip], results: 
             else:
                 results.append(outcome)
             next_index += 1
+
+
+# ---------------------------------------------------------------------------- the shape of a study
+@dataclass(frozen=True)
+class Study:
+    """One study's parts; `main` puts them together in the shape every study has:
+    parse -> setup -> jobs -> sweep -> read the CSV -> summarise -> print -> plot.
+
+    A job is a picklable value (a frozen dataclass of plain values: names, numbers, paths as strings; never a
+    tensor or an open file) whose `row_keys()` gives the key values (`key` columns) of every row it writes; a job
+    whose rows are all in the results file already is not run again.
+    """
+
+    name: str  # python -m studies.<name>
+    build_parser: Callable[[], StudyParser]
+    results: str  # the results file, under --out
+    columns: Sequence[str]
+    key: Sequence[str]
+    jobs: Callable[[argparse.Namespace, torch.device], list]  # every job of the command; bad input raises here
+    work: Callable[[object], list[dict] | Skip]  # module-level: one job -> its rows
+    summarise: Callable[[pd.DataFrame, argparse.Namespace], object]  # the command's rows -> the study's summary
+    report: Callable[[pd.DataFrame, object, argparse.Namespace], list[Path]]  # print; write tables; their paths
+    plot: Callable[[pd.DataFrame, argparse.Namespace], list[Path]]  # figures written
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        parser = self.build_parser()
+        args = parser.parse_args(argv)
+        with clean_exit(parser.prog):
+            started = time.perf_counter()
+            device = setup(args)
+            jobs = self.jobs(args, device)  # every check of the input happens here, before any measurement
+            results = self.open_results(args.out)
+            pending = [job for job in jobs if not all(results.done(**key) for key in job.row_keys())]
+            sweep(pending, self.work, results, scheduler=args.scheduler, workers=args.workers,
+                  desc=f"studies.{self.name}")
+            frame = rows_of(results.path, [key for job in jobs for key in job.row_keys()])
+            summary = self.summarise(frame, args)
+            written = [results.path, *self.report(frame, summary, args)]
+            if not args.no_plot and len(frame):
+                written += self.plot(frame, args)
+            print(f"\nwrote {', '.join(str(path) for path in written)} ({time.perf_counter() - started:.1f} s)")
+        return 0
+
+    def open_results(self, out: Path) -> ResultsFile:
+        if Path(out).exists() and not Path(out).is_dir():
+            raise StudyError(f"--out {str(out)!r} is a file, not a folder")
+        try:
+            return ResultsFile(Path(out) / self.results, self.columns, self.key)
+        except OSError as err:
+            raise StudyError(f"cannot write results to --out {str(out)!r}: {err.strerror or err}") from None
+
+
+def rows_of(path: Path, keys: Iterable[dict]) -> pd.DataFrame:
+    """The rows of a results file whose key values are among `keys`, in file order (the rows of one command, not
+    those that earlier commands with other settings wrote to the same file). Values compare as written."""
+    keys = list(keys)
+    frame = pd.read_csv(path)
+    if not keys:
+        return frame.iloc[:0]
+    columns = list(keys[0])
+    text = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=columns)
+    wanted = {tuple(str(key[c]) for c in columns) for key in keys}
+    mask = [tuple(row) in wanted for row in text[columns].itertuples(index=False)]
+    return frame[pd.Series(mask, index=frame.index, dtype=bool)]

@@ -22,6 +22,7 @@ import argparse
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ import torch
 
 from exact import DivergenceError, measure
 from samplers import get_sampler
-from studies.common import ResultsFile, clean_exit, progress, resolve_device, with_intervals
+from studies.common import (Skip, Study, StudyParser, add_flags, integer, real, sampler_list, study_parser,
+                            with_intervals)
 from theory.bounds import theorems_for
 from theory.catalog import get_target
 from theory.rates import RateError, fit_order
@@ -49,90 +51,81 @@ COLUMNS = ["family", "target", "sampler", "schedule", "d", "T", "metric", "value
 KEY = ["family", "sampler", "schedule", "d", "T", "seed", "metric"]
 EXPONENT_COLUMNS = ["family", "sampler", "metric", "kind", "T_or_level", "exponent", "ci_low", "ci_high", "points",
                     "d_range", "proven"]
+METRICS = ("tv", "kl")
 SATURATED_TV = 0.5  # TV above this is in its saturating regime, not in the small-error regime the theorems shape
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m studies.dimension", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--family", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
-    parser.add_argument("--sampler", nargs="+", default=None, help="samplers (default: each family's list)")
-    parser.add_argument("--d", nargs="+", type=int, default=DEFAULT_D, help="dimensions (default 1..256)")
-    parser.add_argument("--mixture-max-d", type=int, default=16,
+def build_parser() -> StudyParser:
+    parser = study_parser("dimension", __doc__)
+    add_flags(parser, several=["sampler"], sampler=None, d=DEFAULT_D, schedule="li2023", T=DEFAULT_T, seed=0,
+              device="cpu", threads=1, out=Path("results/dimension"), no_plot=False, scheduler="none", workers=None)
+    parser.add_argument("--family", nargs="+", default=list(FAMILIES), choices=list(FAMILIES),
+                        help="target families (samplers default to each family's list)")
+    parser.add_argument("--mixture-max-d", type=integer(1), default=16,
                         help="largest d for the mixture family (flow Monte Carlo costs d forward passes per draw)")
-    parser.add_argument("--T", nargs="+", type=int, default=DEFAULT_T, help="grid sizes (levels)")
-    parser.add_argument("--schedule", default="li2023")
-    parser.add_argument("--samples", type=int, default=10_000, help="Monte Carlo draws for TV (Gaussian, product)")
-    parser.add_argument("--flow-samples", type=int, default=1000, help="draws for flow Monte Carlo (mixture)")
-    parser.add_argument("--tv-level", type=float, default=0.05, help="the fixed TV whose T* is fitted against d")
-    parser.add_argument("--kl-level", type=float, default=0.005, help="the fixed KL whose T* is fitted against d")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared CPU)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("results/dimension"))
-    parser.add_argument("--no-plot", action="store_true")
-    args = parser.parse_args(argv)
-    for name in ("d", "T"):
-        bad = [v for v in getattr(args, name) if v < (1 if name == "d" else 2)]
-        if bad:
-            parser.exit(2, f"{parser.prog}: error: bad --{name} value {bad[0]!r}\n")
-    for name in ("samples", "flow_samples", "threads"):
-        if getattr(args, name) < 1:
-            parser.exit(2, f"{parser.prog}: error: --{name.replace('_', '-')} must be >= 1\n")
-    if not (args.tv_level > 0 and args.kl_level > 0):
-        parser.exit(2, f"{parser.prog}: error: --tv-level and --kl-level must be > 0\n")
-    return args
+    parser.add_argument("--samples", type=integer(2), default=10_000,
+                        help="Monte Carlo draws for TV (Gaussian, product)")
+    parser.add_argument("--flow-samples", type=integer(2), default=1000, help="draws for flow Monte Carlo (mixture)")
+    parser.add_argument("--tv-level", type=real(0.0), default=0.05, help="the fixed TV whose T* is fitted against d")
+    parser.add_argument("--kl-level", type=real(0.0), default=0.005, help="the fixed KL whose T* is fitted against d")
+    return parser
 
 
-def jobs(args) -> list[tuple[str, str, int, int]]:
+@dataclass(frozen=True)
+class Job:
+    """One (family, sampler, T, d) measurement, as plain values."""
+
+    family: str
+    sampler: str
+    schedule: str
+    T: int
+    d: int
+    samples: int  # Monte Carlo draws of the engine: --samples, or --flow-samples for flow Monte Carlo
+    seed: int
+    device: str
+
+    def row_keys(self) -> list[dict]:
+        return [{"family": self.family, "sampler": self.sampler, "schedule": self.schedule, "d": self.d, "T": self.T,
+                 "seed": self.seed, "metric": metric} for metric in METRICS]
+
+
+def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
     """(family, sampler, T, d) in the order that lets the product engine reuse its 1-D work across d."""
+    for T in args.T:
+        make_grid(args.schedule, T)  # a bad T or schedule fails before any work
     out = []
     for family in args.family:
-        samplers = args.sampler or FAMILIES[family][2]
-        for name in samplers:
+        target_name, method, default_samplers = FAMILIES[family]
+        dimensions = [d for d in args.d if family != "mixture" or d <= args.mixture_max_d]
+        for d in dimensions:
+            get_target(target_name, d, device=device)  # a dimension the family refuses fails before any work
+        for name in (sampler_list(args.sampler) if args.sampler else default_samplers):
             sampler = get_sampler(name)
             if family == "mixture" and sampler.info.stochastic:
                 continue  # no exact method for stochastic samplers on a non-product mixture
-            for T in args.T:
-                for d in args.d:
-                    if family == "mixture" and d > args.mixture_max_d:
-                        continue
-                    out.append((family, name, T, d))
+            samples = args.flow_samples if method == "flow-mc" else args.samples
+            out += [Job(family, name, args.schedule, T, d, samples, args.seed, str(device))
+                    for T in args.T for d in dimensions]
     return out
 
 
-def run(args) -> pd.DataFrame:
-    device = resolve_device(args.device)
-    results = ResultsFile(args.out / "dimension.csv", COLUMNS, KEY)
-    todo = [j for j in jobs(args)
-            if not all(results.done(family=j[0], sampler=j[1], schedule=args.schedule, d=j[3], T=j[2],
-                                    seed=args.seed, metric=m) for m in ("tv", "kl"))]
-    for family, name, T, d in progress(todo, desc="dimension"):
-        target_name, method, _ = FAMILIES[family]
-        target = get_target(target_name, d, device=device)
-        grid = make_grid(args.schedule, T).to(device)
-        options = {"seed": args.seed}
-        if method == "gaussian":
-            options["mc_samples"] = args.samples
-        elif method == "product":
-            options["samples"] = args.samples
-        else:
-            options["samples"] = args.flow_samples
-        start = time.perf_counter()
-        try:
-            result = measure(target, get_sampler(name), grid, init="exact", method=method, **options)
-        except DivergenceError as err:
-            print(f"skipped {family} {name} d={d} T={T}: {err}", file=sys.stderr)
-            continue
-        seconds = time.perf_counter() - start
-        rows = []
-        for metric in ("tv", "kl"):
-            m = result[metric]
-            rows.append({"family": family, "target": target_name, "sampler": name, "schedule": args.schedule,
-                         "d": d, "T": T, "metric": metric, "value": m.value, "numerical_error": m.numerical_error,
-                         "method": m.method, "samples": m.details.get("samples", ""), "seed": args.seed,
-                         "flagged": m.flagged, "seconds": round(seconds, 3)})
-        results.append(rows)
-    return pd.read_csv(args.out / "dimension.csv")
+def work(job: Job) -> list[dict] | Skip:
+    device = torch.device(job.device)
+    target_name, method, _ = FAMILIES[job.family]
+    target = get_target(target_name, job.d, device=device)
+    grid = make_grid(job.schedule, job.T).to(device)
+    options = {"seed": job.seed, "mc_samples" if method == "gaussian" else "samples": job.samples}
+    start = time.perf_counter()
+    try:
+        result = measure(target, get_sampler(job.sampler), grid, init="exact", method=method, **options)
+    except DivergenceError as err:
+        return Skip(f"{job.family} {job.sampler} d={job.d} T={job.T}: {err}")
+    seconds = time.perf_counter() - start
+    return [{"family": job.family, "target": target_name, "sampler": job.sampler, "schedule": job.schedule,
+             "d": job.d, "T": job.T, "metric": metric, "value": result[metric].value,
+             "numerical_error": result[metric].numerical_error, "method": result[metric].method,
+             "samples": result[metric].details.get("samples", ""), "seed": job.seed,
+             "flagged": result[metric].flagged, "seconds": round(seconds, 3)} for metric in METRICS]
 
 
 def _proven(sampler: str, metric: str, kind: str) -> str:
@@ -238,28 +231,30 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def summarise(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+    return fit_exponents(frame, args.tv_level, args.kl_level)
+
+
+def report(frame: pd.DataFrame, exponents: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
+    exponents.to_csv(args.out / "exponents.csv", index=False)
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_colwidth", 80)
+    print(f"d-exponents (error ~ d^a at fixed T; T* ~ d^b at TV = {args.tv_level}, KL = {args.kl_level}), "
+          "next to the theorems' d-powers:")
+    print(with_intervals(exponents).to_string(index=False) if len(exponents) else "(too few usable points for any fit)")
+    return [args.out / "exponents.csv"]
+
+
+def figures(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
+    plot(frame, args.out / "dimension.png")
+    return [args.out / "dimension.png"]
+
+
+STUDY = Study("dimension", build_parser, "dimension.csv", COLUMNS, KEY, jobs, work, summarise, report, figures)
+
+
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    with clean_exit("python -m studies.dimension"):
-        start = time.perf_counter()
-        frame = run(args)
-        frame = frame[frame["schedule"] == args.schedule]
-        exponents = fit_exponents(frame, args.tv_level, args.kl_level)
-        exponents.to_csv(args.out / "exponents.csv", index=False)
-        pd.set_option("display.width", 200)
-        pd.set_option("display.max_colwidth", 80)
-        print(f"d-exponents (error ~ d^a at fixed T; T* ~ d^b at TV = {args.tv_level}, KL = {args.kl_level}), "
-              "next to the theorems' d-powers:")
-        if len(exponents):
-            print(with_intervals(exponents).to_string(index=False))
-        else:
-            print("(too few usable points for any fit)")
-        if not args.no_plot and len(frame):
-            plot(frame, args.out / "dimension.png")
-        print(f"wrote {args.out / 'dimension.csv'}, {args.out / 'exponents.csv'}"
-              f"{'' if args.no_plot else ', ' + str(args.out / 'dimension.png')} in {time.perf_counter() - start:.0f} s")
-    return 0
+    return STUDY.main(argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The AMED paper's geometric observation on exact targets: does a sampling trajectory lie in a 2-D subspace?
 
     python -m studies.geometry                          # gaussian and a K=8 mixture, d = 8, 32, 128
-    python -m studies.geometry --targets mixture --d 16 --trajectories 128
+    python -m studies.geometry --target mixture --d 16 --trajectories 128
 
 For each target and dimension, accurate probability-flow trajectories are computed with the exact model (Heun,
 `--steps` steps on EDM's polynomial grid, sigma 80 -> 0.002, q_T exactly as the start), recorded at every grid
@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -29,11 +31,11 @@ import torch
 
 from samplers.base import CountingModel, ExactModel
 from samplers.solvers import EDMView
-from studies.common import ResultsFile, clean_exit, progress, resolve_device
+from studies.common import Study, StudyParser, add_flags, integer, study_parser
 from theory import solver_grids  # noqa: F401  (registers the polynomial grid)
 from theory.catalog import get_target
 from theory.schedules import make_grid
-from theory.targets import DTYPE, GaussianMixture, TargetError
+from theory.targets import DTYPE, GaussianMixture
 
 COLUMNS = ["target", "d", "coords", "k", "mean", "ci_low", "ci_high", "q025", "q975", "trajectories", "steps",
            "seconds"]
@@ -88,47 +90,58 @@ def explained_variance(paths: torch.Tensor, kmax: int = 3) -> torch.Tensor:
     return out
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m studies.geometry", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--targets", nargs="+", default=["gaussian", "mixture"])
-    parser.add_argument("--d", nargs="+", type=int, default=[8, 32, 128])
-    parser.add_argument("--trajectories", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=256, help="Heun steps of the accurate trajectories")
-    parser.add_argument("--coords", choices=["edm", "vp"], default="edm")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("results/geometry"))
-    parser.add_argument("--no-plot", action="store_true")
-    args = parser.parse_args(argv)
-    if any(d < 3 for d in args.d):
-        parser.error(f"dimensions must be >= 3 (in d <= 2 a trajectory is trivially planar), got {args.d}")
-    if args.trajectories < 2 or args.steps < 2:
-        parser.error(f"--trajectories and --steps must be >= 2, got {args.trajectories}, {args.steps}")
-    return args
+def build_parser() -> StudyParser:
+    parser = study_parser("geometry", __doc__)
+    add_flags(parser, aliases={"target": ["--targets"]},
+              types={"d": integer(3, why="in d <= 2 a trajectory is trivially planar")}, target=["gaussian", "mixture"],
+              d=[8, 32, 128], seed=0, device="cpu", threads=None, out=Path("results/geometry"), no_plot=False,
+              scheduler="none", workers=None)
+    parser.add_argument("--trajectories", type=integer(2), default=256, help="trajectories per target and d")
+    parser.add_argument("--steps", type=integer(2), default=256, help="Heun steps of the accurate trajectories")
+    parser.add_argument("--coords", choices=["edm", "vp"], default="edm",
+                        help="EDM coordinates x / sqrt(abar) (as in the AMED paper) or the VP state x")
+    return parser
 
 
-def run(args) -> pd.DataFrame:
-    device = resolve_device(args.device)
-    results = ResultsFile(args.out / "geometry.csv", COLUMNS, KEY)
-    combos = [(name, d) for name in args.targets for d in args.d]
-    for name, d in progress(combos, total=len(combos), desc="studies.geometry"):
-        if results.done(target=name, d=d, coords=args.coords, k=3, trajectories=args.trajectories, steps=args.steps):
-            continue
-        start = time.time()
-        target = build_target(name, d, device)
-        share = explained_variance(trajectories(target, args.trajectories, args.steps, args.seed, args.coords)).cpu()
-        n = share.shape[0]
-        rows = []
-        for k in (1, 2, 3):
-            values = share[:, k - 1]
-            mean, se = float(values.mean()), float(values.std() / math.sqrt(n))
-            rows.append({"target": name, "d": d, "coords": args.coords, "k": k, "mean": mean,
-                         "ci_low": mean - 1.96 * se, "ci_high": min(1.0, mean + 1.96 * se),
-                         "q025": float(torch.quantile(values, 0.025)), "q975": float(torch.quantile(values, 0.975)),
-                         "trajectories": n, "steps": args.steps, "seconds": round(time.time() - start, 2)})
-        results.append(rows)
-    frame = pd.read_csv(args.out / "geometry.csv")
-    return frame[frame["coords"] == args.coords]
+@dataclass(frozen=True)
+class Job:
+    """One (target, d): its trajectories' explained-variance shares, as plain values."""
+
+    target: str  # 'mixture' or a registered target name
+    d: int
+    coords: str
+    trajectories: int
+    steps: int
+    seed: int
+    device: str
+
+    def row_keys(self) -> list[dict]:
+        return [{"target": self.target, "d": self.d, "coords": self.coords, "k": k, "trajectories": self.trajectories,
+                 "steps": self.steps} for k in (1, 2, 3)]
+
+
+def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
+    for name in args.target:
+        for d in args.d:
+            build_target(name, d, device)  # an unknown target or a dimension it refuses fails before any work
+    return [Job(name, d, args.coords, args.trajectories, args.steps, args.seed, str(device))
+            for name in args.target for d in args.d]
+
+
+def work(job: Job) -> list[dict]:
+    start = time.time()
+    target = build_target(job.target, job.d, torch.device(job.device))
+    share = explained_variance(trajectories(target, job.trajectories, job.steps, job.seed, job.coords)).cpu()
+    n = share.shape[0]
+    rows = []
+    for k in (1, 2, 3):
+        values = share[:, k - 1]
+        mean, se = float(values.mean()), float(values.std() / math.sqrt(n))
+        rows.append({"target": job.target, "d": job.d, "coords": job.coords, "k": k, "mean": mean,
+                     "ci_low": mean - 1.96 * se, "ci_high": min(1.0, mean + 1.96 * se),
+                     "q025": float(torch.quantile(values, 0.025)), "q975": float(torch.quantile(values, 0.975)),
+                     "trajectories": n, "steps": job.steps, "seconds": round(time.time() - start, 2)})
+    return rows
 
 
 def plot(frame: pd.DataFrame, args, path: Path) -> None:
@@ -168,22 +181,32 @@ def plot(frame: pd.DataFrame, args, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    with clean_exit("studies.geometry"):
-        frame = run(args)
-        print(f"Share of trajectory variance in the top k principal components ({args.coords} coordinates, "
-              f"{args.trajectories} trajectories, {args.steps} Heun steps): mean [95% CI of the mean]; "
-              "residual = 1 - mean, the share left outside")
-        for _, row in frame.sort_values(["target", "d", "k"]).iterrows():
-            print(f"  {row['target']:>9s} d={int(row['d']):4d} top {int(row['k'])}: {row['mean']:.8f} "
-                  f"[{row['ci_low']:.8f}, {row['ci_high']:.8f}]  residual {1 - row['mean']:.2e}  "
-                  f"quantiles [{row['q025']:.8f}, {row['q975']:.8f}]")
-        if not args.no_plot and not frame.empty:
-            plot(frame, args, args.out / "geometry.png")
-            print(f"figure: {args.out / 'geometry.png'}")
-        print(f"results: {args.out / 'geometry.csv'}")
+def summarise(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+    return frame.sort_values(["target", "d", "k"])
+
+
+def report(frame: pd.DataFrame, table: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
+    print(f"Share of trajectory variance in the top k principal components ({args.coords} coordinates, "
+          f"{args.trajectories} trajectories, {args.steps} Heun steps): mean [95% CI of the mean]; "
+          "residual = 1 - mean, the share left outside")
+    for _, row in table.iterrows():
+        print(f"  {row['target']:>9s} d={int(row['d']):4d} top {int(row['k'])}: {row['mean']:.8f} "
+              f"[{row['ci_low']:.8f}, {row['ci_high']:.8f}]  residual {1 - row['mean']:.2e}  "
+              f"quantiles [{row['q025']:.8f}, {row['q975']:.8f}]")
+    return []
+
+
+def figures(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
+    plot(frame, args, args.out / "geometry.png")
+    return [args.out / "geometry.png"]
+
+
+STUDY = Study("geometry", build_parser, "geometry.csv", COLUMNS, KEY, jobs, work, summarise, report, figures)
+
+
+def main(argv=None) -> int:
+    return STUDY.main(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

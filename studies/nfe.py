@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -42,7 +44,7 @@ from exact import DivergenceError, measure
 from samplers import OWN_GRID, get_sampler, sampler_grid, schedule_label
 from samplers.amed import AMEDPlugin, AMEDSolver, load_predictor, save_predictor, train_amed
 from samplers.base import ExactModel, SamplerError
-from studies.common import ResultsFile, clean_exit, progress, resolve_device
+from studies.common import Study, StudyParser, add_flags, integer, sampler_list, study_parser
 from theory import solver_grids
 from theory.catalog import get_target
 
@@ -57,33 +59,50 @@ COLUMNS = ["table", "sampler", "label", "grid", "T", "nfe", "afs", "status", "kl
 KEY = ["table", "sampler", "grid", "nfe", "target", "d"]
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m studies.nfe", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", default="mix1d", help="built-in target or JSON file (default mix1d)")
-    parser.add_argument("--d", type=int, default=None, help="dimension, for targets that take one")
-    parser.add_argument("--nfe", nargs="+", type=int, default=list(range(3, 11)), help="budgets (default 3..10)")
-    parser.add_argument("--solvers", nargs="+", default=SOLVERS, help="practical solvers to compare")
-    parser.add_argument("--plugins", nargs="+", default=["ipndm"], help="AMED-Plugin bases (default ipndm)")
+def build_parser() -> StudyParser:
+    parser = study_parser("nfe", __doc__)
+    add_flags(parser, aliases={"sampler": ["--solvers"]}, types={"nfe": integer(2)}, sampler=SOLVERS,
+              target="mix1d", d=None, nfe=list(range(3, 11)), seed=0, device="cpu", threads=None,
+              out=Path("results/nfe"), no_plot=False, scheduler="none", workers=None)
+    parser.add_argument("--plugins", nargs="+", default=["ipndm"], help="AMED-Plugin bases")
     parser.add_argument("--no-amed", action="store_true", help="leave AMED out")
     parser.add_argument("--no-grid-table", action="store_true", help="skip table 2 (every solver on every grid)")
-    parser.add_argument("--n-draws", type=int, default=4096, help="AMED training draws (paper: 10k)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--teacher-M", type=int, default=None, help="teacher refinement (default: paper's)")
+    parser.add_argument("--n-draws", type=integer(1), default=4096, help="AMED training draws (paper: 10k)")
+    parser.add_argument("--batch-size", type=integer(1), default=256, help="AMED training batch")
+    parser.add_argument("--teacher-M", type=integer(0), default=None,
+                        help="teacher refinement: points added in each interval (default: the paper's)")
     parser.add_argument("--features", action="store_true", help="AMED uses the model's features (batch mean)")
-    parser.add_argument("--samples", type=int, default=10_000, help="flow Monte Carlo draws (d > 1)")
-    parser.add_argument("--G", type=int, default=8192, help="nodes of the 1-D flow engine (its KL error estimate "
-                        "compares all, every other and every fourth node; default 8192)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("results/nfe"))
-    parser.add_argument("--no-plot", action="store_true")
-    args = parser.parse_args(argv)
-    bad = [n for n in args.nfe if n < 2]
-    if bad:
-        parser.error(f"NFE must be >= 2, got {bad}")
-    if args.n_draws < 1 or args.samples < 2:
-        parser.error(f"--n-draws and --samples must be positive, got {args.n_draws}, {args.samples}")
-    return args
+    parser.add_argument("--samples", type=integer(2), default=10_000, help="flow Monte Carlo draws (d > 1)")
+    parser.add_argument("--G", type=integer(8), default=8192, help="nodes of the 1-D flow engine (its KL error "
+                        "estimate compares all, every other and every fourth node)")
+    return parser
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (table, sampler, grid, NFE) row of a command, as plain values (the AMED settings included)."""
+
+    table: str  # recommended (table 1) or grids (table 2)
+    sampler: str
+    grid: str
+    nfe: int
+    target: str  # a built-in name or a JSON path, as given
+    d: int | None  # as given
+    target_name: str  # the target's own name and dimension: the rows' target and d
+    target_d: int
+    n_draws: int
+    batch_size: int
+    teacher_M: int | None
+    features: bool
+    samples: int
+    G: int
+    seed: int
+    device: str
+    out: str  # AMED predictors are saved under out/amed and reloaded from there
+
+    def row_keys(self) -> list[dict]:
+        return [{"table": self.table, "sampler": self.sampler, "grid": self.grid, "nfe": self.nfe,
+                 "target": self.target_name, "d": self.target_d}]
 
 
 def budget(evals_per_step: int, nfe: int) -> tuple[int, bool]:
@@ -108,19 +127,19 @@ def recommended_key(name: str) -> str:
     return schedule
 
 
-def amed_sampler(args, target, kind: str, grid_key: str, T: int, afs: bool):
+def amed_sampler(job: Job, target, kind: str, grid_key: str, T: int, afs: bool):
     """Train (or reload) the AMED predictor for this grid and AFS choice."""
     grid = grid_for(grid_key, T)
     tag = "amed" if kind == "amed" else "plugin-" + kind.split(":")[1]
-    name = (f"{tag}-{target.name}-d{target.d}-{grid_key}-T{T}{'-afs' if afs else ''}-n{args.n_draws}"
-            f"-M{args.teacher_M if args.teacher_M is not None else 'p'}{'-feat' if args.features else ''}-s{args.seed}")
-    root = args.out / "amed"
+    name = (f"{tag}-{target.name}-d{target.d}-{grid_key}-T{T}{'-afs' if afs else ''}-n{job.n_draws}"
+            f"-M{job.teacher_M if job.teacher_M is not None else 'p'}{'-feat' if job.features else ''}-s{job.seed}")
+    root = Path(job.out) / "amed"
     try:
         predictor, _ = load_predictor(name, root)
     except SamplerError:
-        predictor = train_amed(ExactModel(target), kind, grid, n_draws=args.n_draws, batch_size=args.batch_size,
-                               teacher_M=args.teacher_M, features=args.features, afs=afs, seed=args.seed,
-                               device=args.device)
+        predictor = train_amed(ExactModel(target), kind, grid, n_draws=job.n_draws, batch_size=job.batch_size,
+                               teacher_M=job.teacher_M, features=job.features, afs=afs, seed=job.seed,
+                               device=job.device)
         base = "amed" if kind == "amed" else kind.split(":")[1]
         save_predictor(predictor.cpu(), name, {"base": base, "afs": afs, "grid": grid_key, "T": T,
                                                "target": target.name}, root)
@@ -129,30 +148,33 @@ def amed_sampler(args, target, kind: str, grid_key: str, T: int, afs: bool):
     return AMEDPlugin(kind.split(":")[1], predictor, afs=afs)
 
 
-def make_sampler(args, target, name: str, grid_key: str, nfe: int):
+def make_sampler(job: Job, target, name: str, grid_key: str, nfe: int):
     if name == "amed" or name.startswith("amed-plugin:"):
         T, afs = budget(2, nfe)
-        return amed_sampler(args, target, name, grid_key, T, afs), T, afs
+        return amed_sampler(job, target, name, grid_key, T, afs), T, afs
     base = get_sampler(name)
     T, afs = budget(base.info.evals_per_step, nfe)
     return (get_sampler("afs:" + name) if afs else base), T, afs
 
 
-def measure_row(args, target, table: str, name: str, grid_key: str, nfe: int) -> dict:
+def work(job: Job) -> list[dict]:
+    """One row: the sampler within its NFE budget on its grid, its exact KL and TV (or why there are none)."""
     start = time.time()
-    sampler, T, afs = make_sampler(args, target, name, grid_key, nfe)
+    torch.manual_seed(job.seed)
+    target = get_target(job.target, job.d, device=torch.device(job.device))
+    table, name, grid_key, nfe = job.table, job.sampler, job.grid, job.nfe
+    sampler, T, afs = make_sampler(job, target, name, grid_key, nfe)
     grid = grid_for(grid_key, T, sampler)
     counted = sampler.nfe(grid)
     if counted != nfe:
         raise SamplerError(f"{name} on {grid_key} T={T} spends {counted} evaluations, not the budget {nfe}")
     label = LABELS.get(name, "AMED-Plugin (" + name.split(":")[-1] + ")" if name.startswith("amed-plugin:") else name)
-    row = {"table": table, "sampler": name, "label": label,
-           "grid": grid_key, "T": T, "nfe": counted, "afs": afs, "target": target.name, "d": target.d}
+    row = {"table": table, "sampler": name, "label": label, "grid": grid_key, "T": T, "nfe": counted, "afs": afs, "target": target.name, "d": target.d}
     options = {}
     if target.d > 1 and not target.is_gaussian:
-        options = {"method": "flow-mc", "samples": args.samples, "seed": args.seed}
+        options = {"method": "flow-mc", "samples": job.samples, "seed": job.seed}
     elif target.d == 1:
-        options = {"G": args.G}
+        options = {"G": job.G}
     try:
         result = measure(target, sampler, grid, init="exact", **options)
         row.update(status="ok", kl=result["kl"].value, kl_error=result["kl"].numerical_error,
@@ -163,18 +185,22 @@ def measure_row(args, target, table: str, name: str, grid_key: str, nfe: int) ->
                                                or "diffeomorphism" in text) else "refused",
                    method=text[:120].replace(",", ";"))
     row["seconds"] = round(time.time() - start, 2)
-    return row
+    return [row]
 
 
-def jobs(args) -> list[tuple[str, str, str, int]]:
-    names = list(args.solvers)
-    if not args.no_amed:
-        names += ["amed"] + [f"amed-plugin:{b}" for b in args.plugins]
-    own = {n for n in args.solvers if schedule_label(get_sampler(n), "") == OWN_GRID}  # e.g. diffusers schedulers
-    out = [("recommended", n, OWN_GRID if n in own else recommended_key(n), nfe) for n in names for nfe in args.nfe]
+def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
+    """Table 1 (every solver, AMED-Solver and each AMED-Plugin on its recommended grid), then table 2 (every solver
+    on every grid), each at every NFE; every name and the target checked first."""
+    target = get_target(args.target, args.d, device=device)
+    solvers = sampler_list(args.sampler, everything=SOLVERS)  # unknown names fail before any work
+    names = solvers + ([] if args.no_amed else sampler_list(["amed"] + [f"amed-plugin:{b}" for b in args.plugins]))
+    own = {n for n in solvers if schedule_label(get_sampler(n), "") == OWN_GRID}  # e.g. diffusers schedulers
+    cells = [("recommended", n, OWN_GRID if n in own else recommended_key(n), nfe) for n in names for nfe in args.nfe]
     if not args.no_grid_table:
-        out += [("grids", n, g, nfe) for n in args.solvers if n not in own for g in GRIDS for nfe in args.nfe]
-    return out
+        cells += [("grids", n, g, nfe) for n in solvers if n not in own for g in GRIDS for nfe in args.nfe]
+    return [Job(table, name, grid, nfe, args.target, args.d, target.name, target.d, args.n_draws, args.batch_size,
+                args.teacher_M, args.features, args.samples, args.G, args.seed, str(device), str(args.out))
+            for table, name, grid, nfe in cells]
 
 
 def format_table(frame: pd.DataFrame, metric: str, index: str) -> pd.DataFrame:
@@ -246,29 +272,11 @@ def plot(frame: pd.DataFrame, path: Path, table: str) -> None:
     plt.close(fig)
 
 
-def run(args) -> pd.DataFrame:
-    torch.manual_seed(args.seed)
-    device = resolve_device(args.device)
-    target = get_target(args.target, args.d, device=device)
-    for name in args.solvers:
-        get_sampler(name)  # unknown names fail before any work
-    results = ResultsFile(args.out / "nfe.csv", COLUMNS, KEY)
-    todo = [j for j in jobs(args)
-            if not results.done(table=j[0], sampler=j[1], grid=j[2], nfe=j[3], target=target.name, d=target.d)]
-    for table, name, grid_key, nfe in progress(todo, total=len(todo), desc="studies.nfe"):
-        results.append([measure_row(args, target, table, name, grid_key, nfe)])
-    frame = pd.read_csv(args.out / "nfe.csv")
-    wanted = {(j[0], j[1], j[2]) for j in jobs(args)}
-    keep = pd.Series([(t, s, g) in wanted for t, s, g in zip(frame["table"], frame["sampler"], frame["grid"])],
-                     index=frame.index, dtype=bool)
-    frame = frame[keep & (frame["target"] == target.name) & (frame["d"] == target.d) & frame["nfe"].isin(args.nfe)]
-    return frame
+def summarise(frame: pd.DataFrame, args: argparse.Namespace) -> str:
+    return headline(frame)
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    with clean_exit("studies.nfe"):
-        frame = run(args)
+def report(frame: pd.DataFrame, line: str, args: argparse.Namespace) -> list[Path]:
     rec = frame[frame["table"] == "recommended"]
     pd.set_option("display.width", 200)
     print(f"Table 1: exact KL(p || q), target {args.target} (d={frame['d'].iloc[0] if len(frame) else '?'}), "
@@ -280,14 +288,24 @@ def main(argv=None) -> None:
     if not grids.empty:
         print("\nTable 2: exact KL, every solver on every grid")
         print(format_table(grids.assign(row=grids["sampler"] + " / " + grids["grid"]), "kl", "row").to_string())
-    print("\n" + headline(frame))
-    if not args.no_plot and not frame.empty:
-        plot(frame, args.out / "nfe.png", "recommended")
-        if not grids.empty:
-            plot(frame, args.out / "nfe_grids.png", "grids")
-        print(f"figures: {args.out / 'nfe.png'}" + (f", {args.out / 'nfe_grids.png'}" if not grids.empty else ""))
-    print(f"results: {args.out / 'nfe.csv'}")
+    print("\n" + line)
+    return []
+
+
+def figures(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
+    plot(frame, args.out / "nfe.png", "recommended")
+    if (frame["table"] == "grids").any():
+        plot(frame, args.out / "nfe_grids.png", "grids")
+        return [args.out / "nfe.png", args.out / "nfe_grids.png"]
+    return [args.out / "nfe.png"]
+
+
+STUDY = Study("nfe", build_parser, "nfe.csv", COLUMNS, KEY, jobs, work, summarise, report, figures)
+
+
+def main(argv=None) -> int:
+    return STUDY.main(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -16,16 +16,16 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from exact import DivergenceError, Measurement, choose_method, init_error, measure
-from samplers import OWN_GRID, get_sampler, sampler_grid, sampler_names, schedule_label
-from studies.common import ResultsFile, clean_exit, powers_of_two, progress, resolve_device
+from exact import METHODS, SEEDED, DivergenceError, Measurement, choose_method, init_error, measure
+from samplers import get_sampler, sampler_grid, schedule_label
+from studies.common import Study, StudyParser, add_flags, integer, powers_of_two, sampler_list, study_parser
 from theory.bounds import check_bound, theorems_for
 from theory.catalog import get_target
 from theory.rates import RateError, fit_order, local_slopes
@@ -39,59 +39,84 @@ DEFAULT_T = powers_of_two(8, 1024)
 KNOWN_METRICS = ("tv", "kl", "kl_reverse", "w2")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m studies.rates", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sampler", nargs="+", default=["ode-accel"],
-                        help="sampler names, or 'all' for every registered sampler")
-    parser.add_argument("--target", default="mix1d", help="built-in target name or a JSON file (default mix1d)")
-    parser.add_argument("--d", type=int, default=None, help="dimension, for targets that take one")
-    parser.add_argument("--schedule", default="li2023", help="grid schedule (default li2023)")
-    parser.add_argument("--T", nargs="+", type=int, default=DEFAULT_T, help="grid sizes (levels), default 8..1024")
-    parser.add_argument("--metric", nargs="+", default=["tv", "kl"], help="metrics to report (tv, kl, ...)")
+def build_parser() -> StudyParser:
+    parser = study_parser("rates", __doc__)
+    add_flags(parser, sampler=["ode-accel"], target="mix1d", d=None, schedule="li2023", T=DEFAULT_T,
+              metric=["tv", "kl"], seed=0, device="cpu", threads=1, out=Path("results/rates"), no_plot=False,
+              scheduler="none", workers=None)
     parser.add_argument("--init", default="exact", choices=["exact", "gaussian"],
-                        help="start from q_T exactly (default) or from N(0, I)")
-    parser.add_argument("--method", default="auto", help="error method (default: chosen per target and sampler)")
-    parser.add_argument("--window", type=int, default=None, help="points in the asymptotic fit window")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: the tensors are small, more threads only contend)")
-    parser.add_argument("--out", type=Path, default=Path("results/rates"))
-    parser.add_argument("--no-plot", action="store_true", help="skip the figure")
-    return parser.parse_args(argv)
+                        help="start from q_T exactly or from N(0, I)")
+    parser.add_argument("--method", default="auto", choices=["auto", *METHODS],
+                        help="error method ('auto': chosen per target and sampler)")
+    parser.add_argument("--window", type=integer(2), default=None,
+                        help="points in the asymptotic fit window (default: half the points, at least 3)")
+    return parser
 
 
-def _samplers(names: list[str]) -> list[str]:
-    if names == ["all"]:
-        return sampler_names()
-    for name in names:
-        get_sampler(name)  # raises a clear error for an unknown name
-    return names
+@dataclass(frozen=True)
+class Job:
+    """One (sampler, T) measurement of a command, as plain values."""
+
+    sampler: str
+    target: str  # a built-in name or a JSON path, as given
+    d: int | None  # as given
+    target_name: str  # the target's own name and dimension: the rows' target and d
+    target_d: int
+    schedule: str
+    T: int
+    init: str
+    method: str
+    metrics: tuple[str, ...]
+    seed: int
+    device: str
+
+    def row_keys(self) -> list[dict]:
+        return [{"sampler": self.sampler, "schedule": self.schedule, "target": self.target_name, "d": self.target_d,
+                 "T": self.T, "init": self.init, "seed": self.seed, "metric": metric} for metric in self.metrics]
 
 
-def measure_rows(args, sampler_name: str, T: int, target, device) -> list[dict]:
+def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
+    """Every (sampler, T) of the command, once each input has been checked."""
+    names = sampler_list(args.sampler)
+    target = get_target(args.target, d=args.d, device=device)
+    samplers = {name: get_sampler(name) for name in names}
+    for sampler in samplers.values():
+        for T in args.T:
+            sampler_grid(sampler, T, args.schedule)  # a bad T or schedule fails before any work
+    for metric in args.metric:
+        if metric not in KNOWN_METRICS:
+            raise DivergenceError(f"metric {metric!r} is not available: known metrics are {', '.join(KNOWN_METRICS)}")
+    # A sampler with its own grid (a diffusers scheduler) records OWN_GRID as its schedule.
+    return [Job(name, args.target, args.d, target.name, target.d, schedule_label(samplers[name], args.schedule), T,
+                args.init, args.method,
+                tuple(args.metric), args.seed, str(device))
+            for name in names for T in sorted(set(args.T))]
+
+
+def work(job: Job) -> list[dict]:
     """One (sampler, T) measurement: a row per requested metric, nothing if any value is unusable."""
-    sampler = get_sampler(sampler_name)
-    grid = sampler_grid(sampler, T, args.schedule).to(device)  # a diffusers scheduler brings its own
-    torch.manual_seed(args.seed)
-    method = choose_method(target, sampler) if args.method == "auto" else args.method
+    device = torch.device(job.device)
+    target = get_target(job.target, d=job.d, device=device)
+    sampler = get_sampler(job.sampler)
+    grid = sampler_grid(sampler, job.T, job.schedule).to(device)  # a diffusers scheduler brings its own
+    torch.manual_seed(job.seed)
+    method = choose_method(target, sampler) if job.method == "auto" else job.method
     # Monte Carlo parts (Gaussian TV in d > 1, flow Monte Carlo, product TV) draw from --seed.
-    options = {"seed": args.seed} if method in ("gaussian", "flow-mc", "product") else {}
-    result = measure(target, sampler, grid, init=args.init, method=method, **options)
-    start_error = init_error(target, grid, args.init)
+    options = {"seed": job.seed} if method in SEEDED else {}
+    result = measure(target, sampler, grid, init=job.init, method=method, **options)
+    start_error = init_error(target, grid, job.init)
     nfe = sampler.nfe(grid)
     rows = []
-    for metric in args.metric:
+    for metric in job.metrics:
         if metric not in result:
             raise DivergenceError(f"metric {metric!r} is not available from method "
                                   f"{next(iter(result.values())).method}: it gives {', '.join(result)}")
         m: Measurement = result[metric]
         rows.append({
-            "sampler": sampler_name, "schedule": schedule_label(sampler, args.schedule), "target": target.name,
-            "d": target.d, "T": T,
+            "sampler": job.sampler, "schedule": job.schedule, "target": target.name, "d": target.d, "T": job.T,
             "nfe": nfe, "metric": metric, "value": m.value, "numerical_error": m.numerical_error, "method": m.method,
-            "init": args.init, "init_error": start_error.get(metric, float("nan")) if args.init != "exact" else 0.0,
-            "max_step": grid.max_step, "capped": grid.capped, "seed": args.seed, "flagged": m.flagged,
+            "init": job.init, "init_error": start_error.get(metric, float("nan")) if job.init != "exact" else 0.0,
+            "max_step": grid.max_step, "capped": grid.capped, "seed": job.seed, "flagged": m.flagged,
         })
     for row in rows:
         if not math.isfinite(row["init_error"]):
@@ -99,7 +124,7 @@ def measure_rows(args, sampler_name: str, T: int, target, device) -> list[dict]:
     return rows
 
 
-def summarise(frame: pd.DataFrame, window: int | None) -> tuple[pd.DataFrame, list[str]]:
+def fit_orders(frame: pd.DataFrame, window: int | None) -> tuple[pd.DataFrame, list[str]]:
     """Orders per sampler and metric (against T, against step size, log factors divided out) and verdict lines."""
     order_rows, verdicts = [], []
     for sampler_name, group in frame.groupby("sampler", sort=False):
@@ -251,49 +276,31 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def run(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    torch.set_num_threads(max(1, args.threads))
-    device = resolve_device(args.device)
-    names = _samplers(args.sampler)
-    target = get_target(args.target, d=args.d, device=device)
-    for name in names:
-        for T in args.T:
-            sampler_grid(get_sampler(name), T, args.schedule)  # bad T or schedule fails before any work
-    for metric in args.metric:
-        if metric not in KNOWN_METRICS:
-            raise DivergenceError(f"metric {metric!r} is not available: known metrics are {', '.join(KNOWN_METRICS)}")
-    results = ResultsFile(args.out / "rates.csv", COLUMNS, KEY)
-    jobs = [(name, T) for name in names for T in sorted(set(args.T))]
-    started = time.time()
-    for name, T in progress(jobs, desc="rates"):
-        key = dict(sampler=name, schedule=schedule_label(get_sampler(name), args.schedule), target=target.name,
-                   d=target.d, T=T, init=args.init, seed=args.seed)
-        if all(results.done(**key, metric=m) for m in args.metric):
-            continue
-        results.append(measure_rows(args, name, T, target, device))
-    frame = pd.read_csv(args.out / "rates.csv")
-    frame = frame[(frame["sampler"].isin(names)) & (frame["schedule"].isin([args.schedule, OWN_GRID]))
-                  & (frame["target"] == target.name) & (frame["d"] == target.d) & (frame["T"].isin(args.T))
-                  & (frame["init"] == args.init) & (frame["seed"] == args.seed) & (frame["metric"].isin(args.metric))]
-    orders, verdicts = summarise(frame, args.window)
+def summarise(frame: pd.DataFrame, args: argparse.Namespace) -> tuple[pd.DataFrame, list[str]]:
+    return fit_orders(frame, args.window)
+
+
+def report(frame: pd.DataFrame, summary: tuple[pd.DataFrame, list[str]], args: argparse.Namespace) -> list[Path]:
+    orders, verdicts = summary
     orders.to_csv(args.out / "orders.csv", index=False)
-    if not args.no_plot:
-        plot(frame, args.out / "rates.png")
-    frame.attrs["seconds"] = time.time() - started
-    return frame, orders, verdicts
-
-
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    with clean_exit("studies.rates"):
-        frame, _, verdicts = run(args)
     print_table(frame)
     print()
     for line in verdicts:
         print(line)
-    print(f"\nwrote {args.out / 'rates.csv'}, {args.out / 'orders.csv'}"
-          + ("" if args.no_plot else f", {args.out / 'rates.png'}") + f" ({frame.attrs['seconds']:.1f} s)")
+    return [args.out / "orders.csv"]
+
+
+def figures(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
+    plot(frame, args.out / "rates.png")
+    return [args.out / "rates.png"]
+
+
+STUDY = Study("rates", build_parser, "rates.csv", COLUMNS, KEY, jobs, work, summarise, report, figures)
+
+
+def main(argv=None) -> int:
+    return STUDY.main(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -22,9 +22,11 @@ Writes DIR/score_error.csv (rows appended as they finish; a re-run skips them), 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +35,7 @@ import torch
 from exact import DivergenceError, measure
 from samplers import get_sampler
 from samplers.perturbed import PerturbedTarget, SineField, score_error_sizes
-from studies.common import ResultsFile, clean_exit, progress, resolve_device, with_intervals
+from studies.common import Skip, Study, StudyParser, add_flags, real, sampler_list, study_parser, with_intervals
 from theory.catalog import get_target
 from theory.rates import RateError, fit_order
 from theory.schedules import make_grid
@@ -41,41 +43,43 @@ from theory.schedules import make_grid
 COLUMNS = ["target", "d", "sampler", "stochastic", "schedule", "T", "field", "amplitude", "omega", "eps_score",
            "eps_jacobi", "metric", "value", "numerical_error", "method", "seed", "flagged", "seconds"]
 KEY = ["target", "d", "sampler", "schedule", "T", "field", "amplitude", "omega", "seed", "metric"]
+METRICS = ("tv", "kl")
 FLOOR_COLUMNS = ["target", "d", "sampler", "stochastic", "metric", "sweep", "against", "exponent", "ci_low",
                  "ci_high", "points", "baseline", "largest_excess"]
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m studies.score_error", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", default="std-normal", help="target (default std-normal: zero exact ODE velocity)")
-    parser.add_argument("--d", type=int, default=1, help="dimension (d > 1 needs a product target)")
-    parser.add_argument("--sampler", nargs="+", default=["ode", "ddim", "ddpm"])
-    parser.add_argument("--T", type=int, default=128, help="grid size (levels)")
-    parser.add_argument("--schedule", default="li2023")
-    parser.add_argument("--amplitudes", nargs="+", type=float, default=[0.01, 0.03, 0.1],
+def build_parser() -> StudyParser:
+    parser = study_parser("score_error", __doc__)
+    add_flags(parser, sampler=["ode", "ddim", "ddpm"], target="std-normal", d=1, schedule="li2023", T=128, seed=0,
+              device="cpu", threads=1, out=Path("results/score_error"), no_plot=False, scheduler="none",
+              workers=None)
+    parser.add_argument("--amplitudes", nargs="+", type=real(0.0), default=[0.01, 0.03, 0.1],
                         help="amplitudes a of the smooth field (omega = 1)")
-    parser.add_argument("--hf-amplitude", type=float, default=0.005, help="amplitude of the high-frequency field")
-    parser.add_argument("--omegas", nargs="+", type=float, default=[4.0, 16.0, 64.0],
+    parser.add_argument("--hf-amplitude", type=real(0.0), default=0.005, help="amplitude of the high-frequency field")
+    parser.add_argument("--omegas", nargs="+", type=real(0.0), default=[4.0, 16.0, 64.0],
                         help="frequencies of the high-frequency field")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared CPU)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("results/score_error"))
-    parser.add_argument("--no-plot", action="store_true")
-    args = parser.parse_args(argv)
-    if args.T < 2:
-        parser.exit(2, f"{parser.prog}: error: bad --T value {args.T!r} (need >= 2)\n")
-    if args.d < 1:
-        parser.exit(2, f"{parser.prog}: error: bad --d value {args.d!r} (need >= 1)\n")
-    bad = [a for a in args.amplitudes + [args.hf_amplitude] if not (math.isfinite(a) and a > 0)]
-    if bad:
-        parser.exit(2, f"{parser.prog}: error: bad amplitude {bad[0]!r} (need > 0)\n")
-    bad = [w for w in args.omegas if not (math.isfinite(w) and w > 0)]
-    if bad:
-        parser.exit(2, f"{parser.prog}: error: bad omega {bad[0]!r} (need > 0)\n")
-    if args.threads < 1:
-        parser.exit(2, f"{parser.prog}: error: --threads must be >= 1\n")
-    return args
+    return parser
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (sampler, field) measurement at the command's T, as plain values; field 'none' is the exact score."""
+
+    target: str  # as given: the rows' target column
+    d: int
+    sampler: str
+    schedule: str
+    T: int
+    field: str  # none, smooth or high-frequency
+    amplitude: float
+    omega: float
+    seed: int
+    device: str
+
+    def row_keys(self) -> list[dict]:
+        return [{"target": self.target, "d": self.d, "sampler": self.sampler, "schedule": self.schedule, "T": self.T,
+                 "field": self.field, "amplitude": self.amplitude, "omega": self.omega, "seed": self.seed,
+                 "metric": metric} for metric in METRICS]
 
 
 def fields(args) -> list[tuple[str, SineField | None]]:
@@ -90,50 +94,53 @@ def grid_nodes(omega: float) -> int:
     return 1 << max(13, math.ceil(math.log2(5 * omega * 25)))
 
 
-def run(args) -> pd.DataFrame:
-    device = resolve_device(args.device)
-    base = get_target(args.target, args.d, device=device)
-    grid = make_grid(args.schedule, args.T).to(device)
-    results = ResultsFile(args.out / "score_error.csv", COLUMNS, KEY)
-    todo = []
-    for name in args.sampler:
-        sampler = get_sampler(name)
+def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
+    """Every sampler with the exact score, then each smooth and each high-frequency field."""
+    get_target(args.target, args.d, device=device)  # bad target or dimension: fails before any work
+    make_grid(args.schedule, args.T)
+    out = []
+    for name in sampler_list(args.sampler):
         for kind, field in fields(args):
-            amplitude = 0.0 if field is None else field.amplitude
-            omega = 0.0 if field is None else field.omega
-            if not all(results.done(target=args.target, d=args.d, sampler=name, schedule=args.schedule, T=args.T,
-                                    field=kind, amplitude=amplitude, omega=omega, seed=args.seed, metric=m)
-                       for m in ("tv", "kl")):
-                todo.append((sampler, kind, field))
-    sizes_cache: dict[str, dict] = {}
-    for sampler, kind, field in progress(todo, desc="score_error"):
-        if field is None:
-            target, sizes, options = base, {"eps_score": 0.0, "eps_jacobi": 0.0}, {}
-        else:
-            target = PerturbedTarget(base, field)
-            if repr(field) not in sizes_cache:
-                sizes_cache[repr(field)] = score_error_sizes(base, field, grid, seed=args.seed)
-            sizes = sizes_cache[repr(field)]
-            options = {"G": grid_nodes(field.omega)} if args.d == 1 else {"seed": args.seed}
-        start = time.perf_counter()
-        try:
-            result = measure(target, sampler, grid, init="exact", **options)
-        except DivergenceError as err:
-            print(f"skipped {sampler.info.name} {kind} {field!r}: {err}", file=sys.stderr)
-            continue
-        seconds = time.perf_counter() - start
-        rows = []
-        for metric in ("tv", "kl"):
-            m = result[metric]
-            rows.append({"target": args.target, "d": args.d, "sampler": sampler.info.name,
-                         "stochastic": sampler.info.stochastic, "schedule": args.schedule, "T": args.T,
-                         "field": kind, "amplitude": 0.0 if field is None else field.amplitude,
-                         "omega": 0.0 if field is None else field.omega, "eps_score": sizes["eps_score"],
-                         "eps_jacobi": sizes["eps_jacobi"], "metric": metric, "value": m.value,
-                         "numerical_error": m.numerical_error, "method": m.method, "seed": args.seed,
-                         "flagged": m.flagged, "seconds": round(seconds, 3)})
-        results.append(rows)
-    return pd.read_csv(args.out / "score_error.csv")
+            amplitude, omega = (0.0, 0.0) if field is None else (field.amplitude, field.omega)
+            out.append(Job(args.target, args.d, name, args.schedule, args.T, kind, amplitude, omega, args.seed,
+                           str(device)))
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _sizes(target: str, d: int, device: str, schedule: str, T: int, amplitude: float, omega: float,
+           seed: int) -> dict[str, float]:
+    """eps_score and eps_Jacobi of one field (Monte Carlo from `seed`): computed once per field in a process, whichever
+    sampler asks."""
+    grid = make_grid(schedule, T).to(torch.device(device))
+    return score_error_sizes(get_target(target, d, device=torch.device(device)), SineField(amplitude, omega), grid,
+                             seed=seed)
+
+
+def work(job: Job) -> list[dict] | Skip:
+    device = torch.device(job.device)
+    base = get_target(job.target, job.d, device=device)
+    grid = make_grid(job.schedule, job.T).to(device)
+    sampler = get_sampler(job.sampler)
+    if job.field == "none":
+        target, sizes, options = base, {"eps_score": 0.0, "eps_jacobi": 0.0}, {}
+    else:
+        field = SineField(job.amplitude, job.omega)
+        target = PerturbedTarget(base, field)
+        sizes = _sizes(job.target, job.d, job.device, job.schedule, job.T, job.amplitude, job.omega, job.seed)
+        options = {"G": grid_nodes(field.omega)} if job.d == 1 else {"seed": job.seed}
+    start = time.perf_counter()
+    try:
+        result = measure(target, sampler, grid, init="exact", **options)
+    except DivergenceError as err:
+        return Skip(f"{job.sampler} {job.field} amplitude={job.amplitude:g} omega={job.omega:g}: {err}")
+    seconds = time.perf_counter() - start
+    return [{"target": job.target, "d": job.d, "sampler": sampler.info.name, "stochastic": sampler.info.stochastic,
+             "schedule": job.schedule, "T": job.T, "field": job.field, "amplitude": job.amplitude,
+             "omega": job.omega, "eps_score": sizes["eps_score"], "eps_jacobi": sizes["eps_jacobi"],
+             "metric": metric, "value": result[metric].value, "numerical_error": result[metric].numerical_error,
+             "method": result[metric].method, "seed": job.seed, "flagged": result[metric].flagged,
+             "seconds": round(seconds, 3)} for metric in METRICS]
 
 
 def floors(frame: pd.DataFrame) -> pd.DataFrame:
@@ -199,28 +206,32 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def summarise(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+    return floors(frame)
+
+
+def report(frame: pd.DataFrame, table: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
+    table.to_csv(args.out / "floors.csv", index=False)
+    pd.set_option("display.width", 200)
+    tv = frame[frame["metric"] == "tv"].pivot_table(index=["field", "amplitude", "omega", "eps_score", "eps_jacobi"],
+                                                    columns="sampler", values="value")
+    print(f"TV at T = {args.T} on {args.target} (d = {args.d}):")
+    print(tv.to_string(float_format=lambda v: f"{v:.4g}"))
+    print("\nexcess error (minus the exact-score error) ~ size^exponent:")
+    print(with_intervals(table).drop(columns=["target", "d"]).to_string(index=False))
+    return [args.out / "floors.csv"]
+
+
+def figures(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
+    plot(frame, args.out / "score_error.png")
+    return [args.out / "score_error.png"]
+
+
+STUDY = Study("score_error", build_parser, "score_error.csv", COLUMNS, KEY, jobs, work, summarise, report, figures)
+
+
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    with clean_exit("python -m studies.score_error"):
-        start = time.perf_counter()
-        frame = run(args)
-        frame = frame[(frame["target"] == args.target) & (frame["d"] == args.d) & (frame["T"] == args.T)
-                      & (frame["schedule"] == args.schedule) & (frame["seed"] == args.seed)]
-        table = floors(frame)
-        table.to_csv(args.out / "floors.csv", index=False)
-        pd.set_option("display.width", 200)
-        tv = frame[frame["metric"] == "tv"].pivot_table(index=["field", "amplitude", "omega", "eps_score",
-                                                               "eps_jacobi"], columns="sampler", values="value")
-        print(f"TV at T = {args.T} on {args.target} (d = {args.d}):")
-        print(tv.to_string(float_format=lambda v: f"{v:.4g}"))
-        print("\nexcess error (minus the exact-score error) ~ size^exponent:")
-        print(with_intervals(table).drop(columns=["target", "d"]).to_string(index=False))
-        if not args.no_plot and len(frame):
-            plot(frame, args.out / "score_error.png")
-        print(f"wrote {args.out / 'score_error.csv'}, {args.out / 'floors.csv'}"
-              f"{'' if args.no_plot else ', ' + str(args.out / 'score_error.png')} in {time.perf_counter() - start:.0f} s")
-    return 0
+    return STUDY.main(argv)
 
 
 if __name__ == "__main__":

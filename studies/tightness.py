@@ -24,9 +24,9 @@ For each theorem the table gives the worst constant found at each T, the constan
 trend of the worst constant in T (theory.rates.trend): 'falling' means the bound is loose in T even at the worst
 target found, 'steady' tight, and 'rising' that the bound's shape is contradicted on its own class (the search
 gives a lower bound on the worst constant, so a rising lower bound is evidence against the theorem's shape, or
-against this class meeting its assumptions). Writes DIR/tightness.csv (one row per search), DIR/cross.csv (the
-worst targets at every T), DIR/worst-<sampler>-<metric>-T<T>.json (target files that --target accepts),
-DIR/constants.csv and DIR/tightness.png.
+against this class meeting its assumptions). Writes DIR/tightness.csv (one row per search and T at which its
+winner is measured: source_T = T is the search's own), DIR/worst-<sampler>-<metric>-T<T>.json (target files that
+--target accepts), DIR/constants.csv and DIR/tightness.png.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ import torch
 
 from exact import DivergenceError, measure
 from samplers import get_sampler
-from studies.common import (ResultsFile, Skip, add_flags, clean_exit, integer, real, setup, study_parser, sweep)
+from studies.common import Skip, Study, add_flags, integer, real, sampler_list, study_parser
 from theory.bounds import THEOREMS, theorems_for
 from theory.catalog import get_target
 from theory.rates import RateError, trend
@@ -51,14 +52,34 @@ from theory.schedules import make_grid
 from theory.targets import GaussianMixture
 
 DEFAULT_T = [32, 128, 512]
-COLUMNS = ["sampler", "metric", "schedule", "T", "d", "K", "min_var", "budget", "seed", "value", "numerical_error",
-           "method", "evaluations", "refused", "weights", "means", "variances", "seconds"]
-KEY = ["sampler", "metric", "schedule", "T", "d", "K", "min_var", "budget", "seed"]
-CROSS_COLUMNS = ["sampler", "metric", "schedule", "source_T", "T", "d", "K", "min_var", "budget", "seed", "value",
-                 "numerical_error", "method"]
-CROSS_KEY = ["sampler", "metric", "schedule", "source_T", "T", "d", "K", "min_var", "budget", "seed"]
+KEY = ["sampler", "metric", "schedule", "source_T", "T", "d", "K", "min_var", "budget", "seed"]
+COLUMNS = KEY + ["value", "numerical_error", "method", "evaluations", "refused", "weights", "means", "variances",
+                 "seconds"]
 CONSTANT_COLUMNS = ["theorem", "sampler", "metric", "T", "shape", "worst_value", "worst_constant",
                     "mix1d_constant", "trend", "verdict"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One search (sampler, metric, source_T) and the T values its winner is measured at, as plain values."""
+
+    sampler: str
+    metric: str
+    schedule: str
+    source_T: int
+    Ts: tuple[int, ...]
+    d: int
+    K: int
+    min_var: float
+    budget: int
+    starts: int
+    G: int
+    seed: int
+
+    def row_keys(self) -> list[dict]:
+        return [{"sampler": self.sampler, "metric": self.metric, "schedule": self.schedule, "source_T": self.source_T,
+                 "T": T, "d": self.d, "K": self.K, "min_var": self.min_var, "budget": self.budget, "seed": self.seed}
+                for T in self.Ts]
 
 
 def samplers_with_theorems() -> list[str]:
@@ -99,28 +120,28 @@ def mixture_from_params(theta: np.ndarray, K: int, min_var: float, second_moment
                            (min_var + c2 * excess)[:, None, None].tolist(), name)
 
 
-def _error(theta, job, G: int) -> tuple[float, float, str]:
-    """(value, numerical error, method) of the job's sampler and metric on the mixture of theta."""
-    target = mixture_from_params(theta, job["K"], job["min_var"])
-    grid = make_grid(job["schedule"], job["T"])
-    sampler = get_sampler(job["sampler"])
-    options = {"G": G} if not sampler.info.stochastic else {}
-    m = measure(target, sampler, grid, **options)[job["metric"]]
+def _error(theta, job: Job, T: int, G: int | None) -> tuple[float, float, str]:
+    """(value, numerical error, method) of the job's sampler and metric at T on the mixture of theta (G: the 1-D
+    flow engine's nodes, None for its default)."""
+    target = mixture_from_params(theta, job.K, job.min_var)
+    sampler = get_sampler(job.sampler)
+    options = {"G": G} if G is not None and not sampler.info.stochastic else {}
+    m = measure(target, sampler, make_grid(job.schedule, T), **options)[job.metric]
     return m.value, m.numerical_error, m.method
 
 
-def search(job: dict) -> list[dict] | Skip:
-    """One seeded search for the target of largest error (a sweep job)."""
+def work(job: Job) -> list[dict] | Skip:
+    """One seeded search for the target of largest error at source_T, and its winner measured at every T."""
     from scipy.optimize import minimize
     from scipy.stats import qmc
 
     torch.set_num_threads(1)
     started = time.perf_counter()
-    K, budget = job["K"], job["budget"]
-    starts = min(job["starts"], budget)
+    K, budget = job.K, job.budget
+    starts = min(job.starts, budget)
     box_low = np.concatenate([np.full(K, -2.0), np.full(K, -3.0), np.full(K, math.log(1e-3))])
     box_high = np.concatenate([np.full(K, 2.0), np.full(K, 3.0), np.full(K, math.log(2.0))])
-    sobol = qmc.Sobol(3 * K, scramble=True, seed=job["seed"])
+    sobol = qmc.Sobol(3 * K, scramble=True, seed=job.seed)
     # A power-of-two Sobol set keeps its balance; the first `starts` of it are used.
     points = qmc.scale(sobol.random_base2(math.ceil(math.log2(starts)))[:starts], box_low, box_high)
     log = {"evaluations": 0, "refused": 0}
@@ -131,7 +152,7 @@ def search(job: dict) -> list[dict] | Skip:
             return math.inf  # out of budget: the optimiser stops improving on this point
         log["evaluations"] += 1
         try:
-            value, _, _ = _error(theta, job, job["G"])
+            value, _, _ = _error(theta, job, job.source_T, job.G)
         except DivergenceError:  # e.g. a map that folds at this T: no exact number, no candidate
             log["refused"] += 1
             return math.inf
@@ -140,24 +161,29 @@ def search(job: dict) -> list[dict] | Skip:
         return -math.log(max(value, 1e-300))
 
     scores = [objective(p) for p in points]
-    order = np.argsort(scores)
-    for i in order[:2]:
+    for i in np.argsort(scores)[:2]:
         if log["evaluations"] >= budget or not math.isfinite(scores[i]):
             break
-        remaining = budget - log["evaluations"]
         minimize(objective, points[i], method="Nelder-Mead",
-                 options={"maxfev": remaining, "xatol": 1e-3, "fatol": 1e-4})
+                 options={"maxfev": budget - log["evaluations"], "xatol": 1e-3, "fatol": 1e-4})
     if best["theta"] is None:
-        return Skip(f"{job['sampler']} {job['metric']} T={job['T']}: every evaluated target was refused")
-    # The winner, re-measured on the engine's default (finer) grid: its value and error are what is reported.
-    value, error, method = _error(best["theta"], job, 8192)
-    target = mixture_from_params(best["theta"], K, job["min_var"])
-    row = {k: job[k] for k in KEY}
-    row.update(value=value, numerical_error=error, method=method, evaluations=log["evaluations"],
-               refused=log["refused"], weights=json.dumps(target.weights.tolist()),
-               means=json.dumps(target.means[:, 0].tolist()), variances=json.dumps(target.covs[:, 0, 0].tolist()),
-               seconds=round(time.perf_counter() - started, 2))
-    return [row]
+        return Skip(f"{job.sampler} {job.metric} T={job.source_T}: every evaluated target was refused")
+    target = mixture_from_params(best["theta"], K, job.min_var)
+    found = {"evaluations": log["evaluations"], "refused": log["refused"],
+             "weights": json.dumps(target.weights.tolist()), "means": json.dumps(target.means[:, 0].tolist()),
+             "variances": json.dumps(target.covs[:, 0, 0].tolist())}
+    rows = []
+    for key in job.row_keys():
+        # The winner, measured with the engine's default (finer) grid: these values and errors are the reported ones.
+        try:
+            value, error, method = _error(best["theta"], job, key["T"], None)
+        except DivergenceError as err:
+            print(f"studies.tightness: the winner of {job.sampler} {job.metric} T={job.source_T} at T={key['T']}: "
+                  f"{err}", file=sys.stderr)
+            continue
+        rows.append({**key, "value": value, "numerical_error": error, "method": method, **found,
+                     "seconds": round(time.perf_counter() - started, 2)})
+    return rows
 
 
 def target_of(row) -> GaussianMixture:
@@ -165,26 +191,14 @@ def target_of(row) -> GaussianMixture:
     weights = json.loads(row["weights"])
     return GaussianMixture(weights, [[m] for m in json.loads(row["means"])],
                            [[[v]] for v in json.loads(row["variances"])],
-                           f"worst-{row['sampler']}-{row['metric']}-T{int(row['T'])}")
-
-
-def cross_evaluate(job: dict) -> list[dict] | Skip:
-    """The worst target of one search, measured at another T (a sweep job)."""
-    torch.set_num_threads(1)
-    target = GaussianMixture(job["weights"], [[m] for m in job["means"]], [[[v]] for v in job["variances"]])
-    try:
-        m = measure(target, get_sampler(job["sampler"]), make_grid(job["schedule"], job["T"]))[job["metric"]]
-    except DivergenceError as err:
-        return Skip(f"worst target of T={job['source_T']} at T={job['T']}: {err}")
-    row = {k: job[k] for k in CROSS_KEY}
-    row.update(value=m.value, numerical_error=m.numerical_error, method=m.method)
-    return [row]
+                           f"worst-{row['sampler']}-{row['metric']}-T{int(row['source_T'])}")
 
 
 # ---------------------------------------------------------------------------- the study
-def run(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    setup(args)
-    for name in args.sampler:
+def jobs(args, device) -> list[Job]:
+    """A search per (sampler, metric its theorems bound, T); every input checked first."""
+    names = sampler_list(args.sampler, everything=samplers_with_theorems())
+    for name in names:
         sampler = get_sampler(name)
         if not theorems_for(name):
             raise DivergenceError(f"sampler {name!r} has no theorem in theory.bounds: nothing to be tight against")
@@ -194,68 +208,30 @@ def run(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         make_grid(args.schedule, T)
     if args.min_var >= 1.0:
         raise DivergenceError(f"--min-var {args.min_var:g} leaves no room under the second moment E x^2 = 1")
-    base = {"schedule": args.schedule, "d": 1, "K": args.components, "min_var": args.min_var,
-            "budget": args.budget, "seed": args.seed}
-    searches = ResultsFile(args.out / "tightness.csv", COLUMNS, KEY)
-    jobs = []
-    for name in args.sampler:
-        for metric in dict.fromkeys(t.metric for t in theorems_for(name)):
-            for T in sorted(set(args.T)):
-                job = dict(base, sampler=name, metric=metric, T=T, starts=args.starts, G=args.G)
-                if not searches.done(**{k: job[k] for k in KEY}):
-                    jobs.append(job)
-    sweep(jobs, search, searches, scheduler=args.scheduler, workers=args.workers, desc="tightness")
-    frame = _select(pd.read_csv(searches.path), args, base)
-    for _, row in frame.iterrows():
-        path = args.out / f"worst-{row['sampler']}-{row['metric']}-T{int(row['T'])}.json"
-        path.write_text(json.dumps(target_of(row).to_dict()))
-    cross = ResultsFile(args.out / "cross.csv", CROSS_COLUMNS, CROSS_KEY)
-    cross_jobs = []
-    for _, row in frame.iterrows():
-        for T in sorted(set(args.T)):
-            job = dict(base, sampler=row["sampler"], metric=row["metric"], source_T=int(row["T"]), T=T,
-                       weights=json.loads(row["weights"]), means=json.loads(row["means"]),
-                       variances=json.loads(row["variances"]))
-            if not cross.done(**{k: job[k] for k in CROSS_KEY}):
-                cross_jobs.append(job)
-    sweep(cross_jobs, cross_evaluate, cross, scheduler=args.scheduler, workers=args.workers, desc="cross")
-    cross_frame = _select(pd.read_csv(cross.path), args, base)
-    constants = summarise(frame, cross_frame, args)
-    constants.to_csv(args.out / "constants.csv", index=False)
-    return frame, cross_frame, constants
+    Ts = tuple(sorted(set(args.T)))
+    return [Job(name, metric, args.schedule, T, Ts, 1, args.components, args.min_var, args.budget, args.starts,
+                args.G, args.seed)
+            for name in names for metric in dict.fromkeys(t.metric for t in theorems_for(name)) for T in Ts]
 
 
-def _select(frame: pd.DataFrame, args, base: dict) -> pd.DataFrame:
-    keep = frame["sampler"].isin(args.sampler) & frame["T"].isin(args.T)
-    for key in ("schedule", "K", "budget", "seed"):
-        keep &= frame[key] == base[key]
-    keep &= np.isclose(frame["min_var"].astype(float), base["min_var"])
-    return frame[keep]
-
-
-def summarise(frame: pd.DataFrame, cross: pd.DataFrame, args) -> pd.DataFrame:
-    """Per theorem and T: the worst constant found (the largest error among the search's winner and every other
-    T's winner measured at this T), mix1d's constant, and the worst constant's trend in T."""
+def summarise(frame: pd.DataFrame, args) -> pd.DataFrame:
+    """Per theorem and T: the worst constant found (the largest error at T among every search's winner), mix1d's
+    constant, and the worst constant's trend in T."""
     reference = get_target("mix1d")
     rows = []
     for theorem in THEOREMS:
         for name in theorem.samplers:
-            if name not in args.sampler:
-                continue
             mine = frame[(frame["sampler"] == name) & (frame["metric"] == theorem.metric)]
             if mine.empty:
                 continue
-            found = cross[(cross["sampler"] == name) & (cross["metric"] == theorem.metric)]
             per_T = []
             for T in sorted(set(mine["T"])):
-                candidates = list(mine[mine["T"] == T]["value"]) + list(found[found["T"] == T]["value"])
-                worst = max(candidates)
+                worst = float(mine[mine["T"] == T]["value"].max())
                 shape = theorem.shape(T, 1)
                 ref = measure(reference, get_sampler(name), make_grid(args.schedule, int(T)))[theorem.metric]
                 per_T.append((T, shape, worst, worst / shape, ref.value / shape))
-            Ts = [p[0] for p in per_T]
             try:
-                moving = trend(Ts, [p[3] for p in per_T]) if len(Ts) >= 3 else "n/a"
+                moving = trend([p[0] for p in per_T], [p[3] for p in per_T]) if len(per_T) >= 3 else "n/a"
             except RateError:
                 moving = "n/a"
             verdict = {"rising": "contradicted on its class: the worst constant grows with T",
@@ -268,6 +244,18 @@ def summarise(frame: pd.DataFrame, cross: pd.DataFrame, args) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CONSTANT_COLUMNS)
 
 
+def report(frame: pd.DataFrame, constants: pd.DataFrame, args) -> list[Path]:
+    """The table on stdout, constants.csv, and each search's winner as a JSON target file."""
+    written = [args.out / "constants.csv"]
+    constants.to_csv(written[0], index=False)
+    for _, row in frame[frame["source_T"] == frame["T"]].iterrows():
+        path = args.out / f"worst-{row['sampler']}-{row['metric']}-T{int(row['T'])}.json"
+        path.write_text(json.dumps(target_of(row).to_dict()))
+        written.append(path)
+    print_table(constants)
+    return written
+
+
 def print_table(constants: pd.DataFrame, out=sys.stdout) -> None:
     if constants.empty:
         print("no constants: every search was refused", file=out)
@@ -278,19 +266,19 @@ def print_table(constants: pd.DataFrame, out=sys.stdout) -> None:
               f"{rows['trend'].iloc[0]}: {rows['verdict'].iloc[0]}", file=out)
 
 
-def plot(constants: pd.DataFrame, cross: pd.DataFrame, path: Path) -> None:
+def figures(frame: pd.DataFrame, args) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    theorems = list(dict.fromkeys(zip(constants["theorem"], constants["sampler"])))
+    constants = summarise(frame, args)
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (theorem, name) in enumerate(theorems):
-        rows = constants[(constants["theorem"] == theorem) & (constants["sampler"] == name)].sort_values("T")
+    for i, ((theorem, name), rows) in enumerate(constants.groupby(["theorem", "sampler"], sort=False)):
+        rows = rows.sort_values("T")
         colour = colours[i % len(colours)]
-        ax.plot(rows["T"], rows["worst_constant"], marker="o", color=colour, label=f"{theorem} ({name}): worst")
+        ax.plot(rows["T"], rows["worst_constant"], marker="o", color=colour, label=f"{theorem} ({name})")
         ax.plot(rows["T"], rows["mix1d_constant"], ls=":", color=colour, alpha=0.8)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -300,21 +288,18 @@ def plot(constants: pd.DataFrame, cross: pd.DataFrame, path: Path) -> None:
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=6.5, ncol=1, loc="best")
     fig.tight_layout()
+    path = args.out / "tightness.png"
     fig.savefig(path, dpi=140)
     plt.close(fig)
+    return [path]
 
 
-def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    started = time.time()
-    with clean_exit("studies.tightness"):
-        frame, cross, constants = run(args)
-    print_table(constants)
-    if not args.no_plot and not constants.empty:
-        plot(constants, cross, args.out / "tightness.png")
-    print(f"\nwrote {args.out / 'tightness.csv'}, {args.out / 'cross.csv'}, {args.out / 'constants.csv'}"
-          + ("" if args.no_plot else f", {args.out / 'tightness.png'}") + f" ({time.time() - started:.1f} s)")
+STUDY = Study("tightness", build_parser, "tightness.csv", COLUMNS, KEY, jobs, work, summarise, report, figures)
+
+
+def main(argv=None) -> int:
+    return STUDY.main(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -56,7 +56,7 @@ def _repo():
     "args,needle",
     [
         (["--sampler", "nope"], "unknown sampler 'nope'"),
-        (["--T", "1"], "T must be an integer >= 2"),
+        (["--T", "1"], "argument --T: 1 is below the smallest allowed value 2"),
         (["--schedule", "weird"], "unknown schedule 'weird'"),
         (["--target", "missing.json"], "target file not found"),
         (["--metric", "w3"], "metric 'w3' is not available"),

@@ -1,0 +1,197 @@
+"""One CLI vocabulary for every study (studies/__main__.py lists them): each invalid value of a numeric flag, and
+each bad name (sampler, target, schedule, dimension, device, scheduler), ends in one line on stderr naming the flag
+or value, exit status 2, before any measurement starts and without writing a results file."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import pickle
+
+import pytest
+import torch
+
+from samplers import sampler_names
+from studies.__main__ import STUDIES, summary
+from studies.common import FLAGS, ResultsFile, rows_of
+
+
+def _parser(name: str):
+    module = importlib.import_module(f"studies.{name}")
+    assert callable(getattr(module, "build_parser", None)), f"studies.{name} has no build_parser()"
+    assert callable(getattr(module, "main", None)), f"studies.{name} has no main(argv)"
+    return module, module.build_parser()
+
+
+def _options(parser) -> dict[str, object]:
+    """Option string -> its argparse action, hidden aliases included."""
+    return {option: action for action in parser._actions for option in action.option_strings}
+
+
+def _kind(value_type) -> type | None:
+    """int or float for a numeric flag (typed values declare it; a bare int or float is numeric too)."""
+    kind = getattr(value_type, "kind", value_type)
+    return kind if kind in (int, float) else None
+
+
+def _accepts(value_type, text: str) -> bool:
+    """Whether a typed value accepts `text`, decided from its declared bounds (never by calling it)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    if _kind(value_type) is int and not float(value).is_integer():
+        return False
+    low, inclusive, high = value_type.minimum, value_type.inclusive, value_type.maximum
+    above = value > low or (value == low and inclusive)
+    return math.isfinite(value) and above and (high is None or value <= high)
+
+
+def _one_line_exit(module, argv, capsys) -> str:
+    """Run main(argv); it must exit with status 2 and exactly one line on stderr, which is returned."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        module.main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, f"{argv}: exit {stop.value.code!r}, stderr {err!r}"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"{argv}: stderr is not one line: {err!r}"
+    return lines[0]
+
+
+def test_every_study_is_listed_with_its_docstring():
+    for name in STUDIES:
+        line = summary(name)
+        assert line and not line.startswith("("), f"studies.{name}: {line}"
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_numeric_flags_refuse_invalid_values_with_one_line(name, capsys, tmp_path):
+    module, parser = _parser(name)
+    numeric = {option: action for option, action in _options(parser).items() if _kind(action.type)}
+    assert numeric, f"studies.{name} has no numeric flag: nothing to check"
+    checked = 0
+    for option, action in numeric.items():
+        assert hasattr(action.type, "minimum"), (
+            f"studies.{name} {option} is a bare {_kind(action.type).__name__}: give it integer(..) or real(..)")
+        for value in ("0", "-1", "x"):
+            if _accepts(action.type, value):
+                continue  # e.g. --seed 0: a value the flag accepts would start a measurement
+            line = _one_line_exit(module, [option, value, "--out", str(tmp_path / "out")], capsys)
+            assert f"argument {option}: " in line, line
+            named = line.split(f"argument {option}: ", 1)[1].split()[0].strip("'\"")
+            assert named == value, f"{option} {value}: the message names {named!r}: {line}"
+            checked += 1
+    assert checked >= len(numeric), f"studies.{name}: fewer checks than numeric flags"
+    assert not (tmp_path / "out").exists()
+
+
+# (arguments, text the one error line must contain, flags the study must have for the case to apply)
+BAD_NAMES = [
+    (["--sampler", "nope"], "'nope'", {"--sampler"}),
+    (["--target", "nope"], "'nope'", {"--target"}),
+    (["--target", "gaussian", "--d", "-3"], "-3", {"--target", "--d"}),
+    (["--target", "mix1d", "--d", "5"], "mix1d", {"--target", "--d"}),
+    (["--schedule", "weird"], "'weird'", {"--schedule"}),
+    (["--device", "tpu"], "'tpu'", {"--device"}),
+    (["--scheduler", "nowhere"], "'nowhere'", {"--scheduler"}),
+]
+if not torch.cuda.is_available():
+    BAD_NAMES.append((["--device", "cuda"], "CUDA is not available", {"--device"}))
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_bad_names_exit_2_with_one_line_before_any_work(name, capsys, tmp_path):
+    module, parser = _parser(name)
+    options = _options(parser)
+    applied = 0
+    for argv, needle, needs in BAD_NAMES:
+        if not needs <= options.keys():
+            continue
+        out = tmp_path / f"out{applied}"
+        line = _one_line_exit(module, [*argv, "--out", str(out)], capsys)
+        assert needle in line, f"{argv}: {line}"
+        assert not out.exists() or not any(out.rglob("*.csv")), f"{argv} wrote {list(out.rglob('*'))}"
+        applied += 1
+    assert applied >= 3, f"studies.{name}: only {applied} of the bad-name cases apply"
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_shared_flags_mean_the_same_everywhere(name):
+    """A shared flag has the same kind of value in every study; every study has the common ones, and every study
+    that sweeps measurements (a `STUDY` skeleton) takes --scheduler and --workers."""
+    module, parser = _parser(name)
+    options = _options(parser)
+    for flag in ("--seed", "--device", "--out", "--no-plot"):
+        assert flag in options, f"studies.{name} lacks {flag}"
+    if hasattr(module, "STUDY"):
+        assert {"--scheduler", "--workers"} <= options.keys(), f"studies.{name} sweeps without --scheduler"
+    for flag, (value_type, _) in FLAGS.items():
+        option = "--" + flag.replace("_", "-")
+        if option in options:
+            assert _kind(options[option].type) == _kind(value_type), f"studies.{name} {option} changes kind"
+    parser.format_help()  # every help text renders (a stray % would break it)
+
+
+def test_old_spellings_stay_as_hidden_aliases():
+    nfe = _parser("nfe")[1].parse_args(["--solvers", "euler", "heun"])
+    assert nfe.sampler == ["euler", "heun"]
+    geometry = _parser("geometry")[1].parse_args(["--targets", "mixture"])
+    assert geometry.target == ["mixture"]
+
+
+SWEEPING = [name for name in STUDIES if name != "images"]  # the studies built on studies.common.Study
+
+
+@pytest.mark.parametrize("name", SWEEPING)
+def test_jobs_are_plain_values_that_travel_to_another_process(name, tmp_path):
+    """Each job of the default command pickles to an equal job made of plain values, and `work` pickles by
+    reference (a module-level function), as a Dask worker needs."""
+    module, parser = _parser(name)
+    args = parser.parse_args(["--out", str(tmp_path)])
+    jobs = module.STUDY.jobs(args, torch.device("cpu"))
+    assert jobs, f"studies.{name}: the default command has no jobs"
+    plain = (str, int, float, bool, type(None))
+    for job in jobs:
+        for field, value in vars(job).items():
+            values = value if isinstance(value, tuple) else (value,)
+            assert all(isinstance(v, plain) for v in values), f"studies.{name} job {field} = {value!r} is not plain"
+        assert pickle.loads(pickle.dumps(job)) == job
+        assert job.row_keys() and all(set(key) == set(module.STUDY.key) for key in job.row_keys())
+    assert pickle.loads(pickle.dumps(module.STUDY.work)) is module.STUDY.work
+    assert len(set(jobs)) == len(jobs), f"studies.{name}: a job appears twice"
+
+
+@pytest.mark.parametrize("name", SWEEPING)
+def test_an_out_that_is_a_file_is_one_line(name, capsys, tmp_path):
+    module, _ = _parser(name)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    line = _one_line_exit(module, ["--out", str(blocker)], capsys)
+    assert "--out" in line and str(blocker) in line, line
+
+
+def test_rows_of_keeps_one_commands_rows_in_file_order(tmp_path):
+    path = tmp_path / "r.csv"
+    results = ResultsFile(path, ["sampler", "T", "value"], ["sampler", "T"])
+    results.append([{"sampler": "ddim", "T": 8, "value": 0.5}, {"sampler": "ddpm", "T": 8, "value": 0.25},
+                    {"sampler": "ddim", "T": 16, "value": 0.125}, {"sampler": "ddim", "T": 32, "value": 1e-3}])
+    rows = rows_of(path, [{"sampler": "ddim", "T": 32}, {"sampler": "ddim", "T": 8}])
+    assert rows["value"].tolist() == [0.5, 1e-3]
+    assert rows_of(path, []).empty
+
+
+@pytest.mark.parametrize("name", SWEEPING)
+def test_sampler_all_means_every_sampler_the_study_measures(name, tmp_path):
+    module, parser = _parser(name)
+    if "--sampler" not in _options(parser):
+        pytest.skip(f"studies.{name} has no --sampler")
+    args = parser.parse_args(["--sampler", "all", "--out", str(tmp_path)])
+    names = {job.sampler for job in module.STUDY.jobs(args, torch.device("cpu"))}
+    if name == "nfe":
+        expected = set(module.SOLVERS)
+    elif name == "tightness":  # the samplers some theorem covers
+        expected = set(module.samplers_with_theorems())
+    else:
+        expected = set(sampler_names())
+    assert expected <= names, f"studies.{name} --sampler all leaves out {expected - names}"
