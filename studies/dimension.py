@@ -10,7 +10,12 @@ and prints them next to each theorem's d-power (theory.bounds). Families:
 
 - gaussian: the rotated Gaussian `gaussian` (every sampler, Gaussian engine: KL exact, TV by exact-density MC);
 - product: `product-bimodal`, d copies of a two-mode law (every sampler, product engine: KL = sum of exact 1-D KLs);
-- mixture: `mixture-diag`, four components that do not factorise (deterministic samplers, flow Monte Carlo).
+- mixture: `mixture-diag`, four components that do not factorise (deterministic samplers, flow Monte Carlo);
+- subspace: data of intrinsic dimension k in R^d (`subspace-product:<k>`: k copies of a two-mode line on a seeded
+  random k-dimensional subspace, plus an isotropic floor --floor, default 0: the data lie exactly on the subspace).
+  Every sampler, stochastic ones included, is exact on it at any d (exact.subspace): the error splits into the
+  k-dimensional part and d - k Gaussian directions. Swept over --k and --subspace-d, with the exponents of the error
+  in k (at fixed d) and in d (at fixed k) fitted separately: does a sampler's error grow with k or with d?
 
 Writes DIR/dimension.csv (rows appended as they finish; a re-run skips them), DIR/exponents.csv and
 DIR/dimension.png.
@@ -43,12 +48,17 @@ FAMILIES = {
     "gaussian": ("gaussian", "gaussian", ("ode", "ddim", "ode-accel", "ddpm", "ddpm-accel")),
     "product": ("product-bimodal", "product", ("ode", "ddim", "ode-accel", "ddpm", "ddpm-accel")),
     "mixture": ("mixture-diag", "flow-mc", ("ode", "ddim", "ode-accel")),
+    "subspace": ("subspace-product", "subspace", ("ddpm", "ddpm-accel", "ddim", "ode-accel")),
 }
+DEFAULT_FAMILIES = ["gaussian", "product", "mixture"]  # subspace has its own sweep: ask for it by name
+DEFAULT_K = [1, 2, 4, 8]
+DEFAULT_SUBSPACE_D = [16, 64, 256, 1024, 4096]
+DEFAULT_SUBSPACE_T = [32, 64, 128]
 DEFAULT_D = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 DEFAULT_T = [16, 32, 64, 128]
-COLUMNS = ["family", "target", "sampler", "schedule", "d", "T", "metric", "value", "numerical_error", "method",
+COLUMNS = ["family", "target", "sampler", "schedule", "k", "d", "T", "metric", "value", "numerical_error", "method",
            "samples", "seed", "flagged", "seconds"]
-KEY = ["family", "sampler", "schedule", "d", "T", "seed", "metric"]
+KEY = ["family", "sampler", "schedule", "k", "d", "T", "seed", "metric"]
 EXPONENT_COLUMNS = ["family", "sampler", "metric", "kind", "T_or_level", "exponent", "ci_low", "ci_high", "points",
                     "d_range", "proven"]
 METRICS = ("tv", "kl")
@@ -59,8 +69,16 @@ def build_parser() -> StudyParser:
     parser = study_parser("dimension", __doc__)
     add_flags(parser, several=["sampler"], sampler=None, d=DEFAULT_D, schedule="li2023", T=DEFAULT_T, seed=0,
               device="cpu", threads=1, out=Path("results/dimension"), no_plot=False, scheduler="none", workers=None)
-    parser.add_argument("--family", nargs="+", default=list(FAMILIES), choices=list(FAMILIES),
+    parser.add_argument("--family", nargs="+", default=DEFAULT_FAMILIES, choices=list(FAMILIES),
                         help="target families (samplers default to each family's list)")
+    parser.add_argument("--k", nargs="+", type=integer(1), default=DEFAULT_K,
+                        help="intrinsic dimensions of the subspace family")
+    parser.add_argument("--subspace-d", nargs="+", type=integer(1), default=DEFAULT_SUBSPACE_D,
+                        help="ambient dimensions of the subspace family (each k < d is measured)")
+    parser.add_argument("--subspace-T", nargs="+", type=integer(2), default=DEFAULT_SUBSPACE_T,
+                        help="grid sizes of the subspace family")
+    parser.add_argument("--floor", type=real(0.0, inclusive=True), default=0.0,
+                        help="isotropic variance floor sigma^2 of the subspace family (0: exactly k-dimensional)")
     parser.add_argument("--mixture-max-d", type=integer(1), default=16,
                         help="largest d for the mixture family (flow Monte Carlo costs d forward passes per draw)")
     parser.add_argument("--samples", type=integer(2), default=10_000,
@@ -80,49 +98,71 @@ class Job:
     schedule: str
     T: int
     d: int
+    k: int | None  # the subspace family's intrinsic dimension (None for the other families)
+    floor: float
     samples: int  # Monte Carlo draws of the engine: --samples, or --flow-samples for flow Monte Carlo
     seed: int
     device: str
 
     def row_keys(self) -> list[dict]:
-        return [{"family": self.family, "sampler": self.sampler, "schedule": self.schedule, "d": self.d, "T": self.T,
-                 "seed": self.seed, "metric": metric} for metric in METRICS]
+        k = "" if self.k is None else self.k
+        return [{"family": self.family, "sampler": self.sampler, "schedule": self.schedule, "k": k, "d": self.d,
+                 "T": self.T, "seed": self.seed, "metric": metric} for metric in METRICS]
+
+
+def family_target(family: str, d: int, k: int | None, floor: float, device):
+    """The target of a family at (d, k)."""
+    if family == "subspace":
+        from theory.subspace import subspace_family
+
+        return subspace_family(d, k, product_core=True, floor=floor).to(device)
+    return get_target(FAMILIES[family][0], d, device=device)
 
 
 def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
     """(family, sampler, T, d) in the order that lets the product engine reuse its 1-D work across d."""
-    for T in args.T:
+    for T in [*args.T, *args.subspace_T]:
         make_grid(args.schedule, T)  # a bad T or schedule fails before any work
     out = []
     for family in args.family:
         target_name, method, default_samplers = FAMILIES[family]
-        dimensions = [d for d in args.d if family != "mixture" or d <= args.mixture_max_d]
-        for d in dimensions:
-            get_target(target_name, d, device=device)  # a dimension the family refuses fails before any work
+        if family == "subspace":
+            shapes = [(d, k) for k in args.k for d in args.subspace_d if k < d]
+            if not shapes:
+                raise DivergenceError(f"the subspace family needs some k < d: got --k {args.k} and --subspace-d "
+                                      f"{args.subspace_d}")
+            Ts = args.subspace_T
+        else:
+            shapes = [(d, None) for d in args.d if family != "mixture" or d <= args.mixture_max_d]
+            Ts = args.T
+        for d, k in shapes:
+            family_target(family, d, k, args.floor, device)  # a dimension the family refuses fails before any work
         for name in (sampler_list(args.sampler) if args.sampler else default_samplers):
             sampler = get_sampler(name)
             if family == "mixture" and sampler.info.stochastic:
                 continue  # no exact method for stochastic samplers on a non-product mixture
             samples = args.flow_samples if method == "flow-mc" else args.samples
-            out += [Job(family, name, args.schedule, T, d, samples, args.seed, str(device))
-                    for T in args.T for d in dimensions]
+            out += [Job(family, name, args.schedule, T, d, k, args.floor if family == "subspace" else 0.0, samples,
+                        args.seed, str(device))
+                    for T in Ts for d, k in shapes]
     return out
 
 
 def work(job: Job) -> list[dict] | Skip:
     device = torch.device(job.device)
     target_name, method, _ = FAMILIES[job.family]
-    target = get_target(target_name, job.d, device=device)
+    target = family_target(job.family, job.d, job.k, job.floor, device)
     grid = make_grid(job.schedule, job.T).to(device)
     options = {"seed": job.seed, "mc_samples" if method == "gaussian" else "samples": job.samples}
     start = time.perf_counter()
     try:
         result = measure(target, get_sampler(job.sampler), grid, init="exact", method=method, **options)
     except DivergenceError as err:
-        return Skip(f"{job.family} {job.sampler} d={job.d} T={job.T}: {err}")
+        return Skip(f"{job.family} {job.sampler} k={job.k} d={job.d} T={job.T}: {err}")
     seconds = time.perf_counter() - start
-    return [{"family": job.family, "target": target_name, "sampler": job.sampler, "schedule": job.schedule,
-             "d": job.d, "T": job.T, "metric": metric, "value": result[metric].value,
+    return [{"family": job.family, "target": target.name, "sampler": job.sampler, "schedule": job.schedule,
+             "k": "" if job.k is None else job.k, "d": job.d, "T": job.T, "metric": metric,
+             "value": result[metric].value,
              "numerical_error": result[metric].numerical_error, "method": result[metric].method,
              "samples": result[metric].details.get("samples", ""), "seed": job.seed,
              "flagged": result[metric].flagged, "seconds": round(seconds, 3)} for metric in METRICS]
@@ -151,9 +191,32 @@ def _usable(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return frame[keep]
 
 
-def fit_exponents(frame: pd.DataFrame, tv_level: float, kl_level: float) -> pd.DataFrame:
+def fit_subspace_exponents(frame: pd.DataFrame) -> list[dict]:
+    """The subspace family: error ~ d^a at each fixed (T, k), and error ~ k^c at each fixed (T, d)."""
     rows = []
-    for (family, sampler, metric), group in frame.groupby(["family", "sampler", "metric"]):
+    sub = frame[frame["family"] == "subspace"]
+    for (sampler, metric), group in sub.groupby(["sampler", "metric"]):
+        for (across, held, kind) in (("d", "k", "error_in_d_at_T_k"), ("k", "d", "error_in_k_at_T_d")):
+            for (T, fixed), pts in group.groupby(["T", held]):
+                pts = _usable(pts, metric).sort_values(across)
+                if pts[across].nunique() < 3:
+                    continue
+                try:
+                    fit = fit_order(pts[across].astype(float), pts["value"], decreasing=False, window=len(pts))
+                except RateError:
+                    continue
+                rows.append({"family": "subspace", "sampler": sampler, "metric": metric, "kind": kind,
+                             "T_or_level": f"T={T}, {held}={int(fixed)}", "exponent": fit.order, "ci_low": fit.low,
+                             "ci_high": fit.high, "points": fit.points,
+                             "d_range": f"{across} {int(pts[across].min())}-{int(pts[across].max())}",
+                             "proven": _proven(sampler, metric, "error")})
+    return rows
+
+
+def fit_exponents(frame: pd.DataFrame, tv_level: float, kl_level: float) -> pd.DataFrame:
+    rows = fit_subspace_exponents(frame)
+    others = frame[frame["family"] != "subspace"]
+    for (family, sampler, metric), group in others.groupby(["family", "sampler", "metric"]):
         # (1) error ~ d^a at each fixed T
         for T, at_T in group.groupby("T"):
             pts = _usable(at_T, metric).sort_values("d")
@@ -208,7 +271,16 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
         T_max = sub["T"].max()
         for col, metric in enumerate(("tv", "kl")):
             ax = axes[row, col]
-            for sampler, g in sub[(sub["metric"] == metric) & (sub["T"] == T_max)].groupby("sampler"):
+            at_T = sub[(sub["metric"] == metric) & (sub["T"] == T_max)]
+            if family == "subspace":  # one line per (sampler, k); darker for larger k
+                ks = sorted(at_T["k"].dropna().unique())
+                for (sampler, k), g in at_T.groupby(["sampler", "k"]):
+                    g = g.sort_values("d")
+                    shade = 0.35 + 0.65 * (ks.index(k) + 1) / len(ks)
+                    ax.errorbar(g["d"], g["value"], yerr=g["numerical_error"], marker="o", ms=3, capsize=2,
+                                color=colours[sampler], alpha=shade,
+                                label=f"{sampler}" if k == ks[-1] else None)
+            for sampler, g in ([] if family == "subspace" else at_T.groupby("sampler")):
                 g = g.sort_values("d")
                 ax.errorbar(g["d"], g["value"], yerr=g["numerical_error"], marker="o", ms=3, capsize=2,
                             color=colours[sampler], label=sampler)
@@ -223,7 +295,9 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
             ax.set_xlabel("dimension d")
             ax.set_ylabel(metric.upper())
             methods = "/".join(sorted(sub[sub["metric"] == metric]["method"].unique()))
-            ax.set_title(f"{family} ({sub['target'].iloc[0]}), T = {T_max}, {methods}")
+            what = "k = " + ", ".join(str(int(k)) for k in sorted(sub["k"].dropna().unique())) + " (darker: larger k)" \
+                if family == "subspace" else sub["target"].iloc[0]
+            ax.set_title(f"{family} ({what}), T = {T_max}, {methods}", fontsize=9)
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)
     fig.tight_layout()
