@@ -16,11 +16,12 @@ import torch
 
 from exact import DivergenceError
 from samplers.base import SamplerError
+from studies.distributed import SchedulerError, scheduler_value
 from theory.rates import RateError
 from theory.schedules import ScheduleError
 from theory.targets import TargetError
 
-BAD_INPUT = (TargetError, ScheduleError, SamplerError, DivergenceError, RateError)
+BAD_INPUT = (TargetError, ScheduleError, SamplerError, DivergenceError, RateError, SchedulerError)
 
 
 @contextlib.contextmanager
@@ -176,8 +177,10 @@ FLAGS: dict[str, tuple[Callable[[str], object] | None, str]] = {
     "threads": (integer(1), "torch intra-op threads (1 is fastest for these small tensors on a shared CPU)"),
     "out": (Path, "output folder (results CSV, tables, figure)"),
     "no_plot": (None, "skip the figure"),
-    "scheduler": (None, "where measurements run: 'none' (this process, in order), 'local' (a Dask cluster of local "
-                        "processes) or the address of a running Dask scheduler"),
+    "scheduler": (scheduler_value, "where measurements run: 'none' (this process, in order), 'local' (a Dask "
+                                   "cluster of local processes), 'auto' (this process, handing over to a local "
+                                   "cluster once the work left outweighs its start-up) or the address of a running "
+                                   "Dask scheduler (tcp://host:8786)"),
     "workers": (integer(1), "worker processes of the local Dask cluster (default: one per core)"),
     "batch": (integer(1), "points per engine batch (a memory budget for the Monte Carlo engines; default: the "
                           "engine's own)"),
@@ -250,12 +253,15 @@ def sweep(jobs: Sequence, work: Callable[[object], list[dict] | Skip], results: 
         finished = distributed.run(jobs, work, scheduler=scheduler, workers=workers)
     waiting: dict[int, list[dict] | Skip] = {}
     next_index = 0
-    for i, outcome in progress(finished, total=len(jobs), desc=desc):
-        waiting[i] = outcome
-        while next_index in waiting:
-            outcome = waiting.pop(next_index)
-            if isinstance(outcome, Skip):
-                print(f"skipped: {outcome.reason}", file=sys.stderr)
-            else:
-                results.append(outcome)
-            next_index += 1
+    try:
+        for i, outcome in progress(finished, total=len(jobs), desc=desc):
+            waiting[i] = outcome
+            while next_index in waiting:
+                outcome = waiting.pop(next_index)
+                if isinstance(outcome, Skip):
+                    print(f"skipped: {outcome.reason}", file=sys.stderr)
+                else:
+                    results.append(outcome)
+                next_index += 1
+    finally:
+        finished.close()  # stops a cluster now, also when a row is refused or on Ctrl-C
