@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import csv
 import math
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import torch
 
 from exact import DivergenceError
 from samplers.base import SamplerError, get_sampler, sampler_names
+from studies.distributed import SchedulerError, scheduler_value
 from theory.rates import RateError
 from theory.schedules import ScheduleError
 from theory.targets import TargetError
@@ -29,7 +29,7 @@ class StudyError(ValueError):
     """Bad input that a study finds itself (an output folder it cannot write to, ...)."""
 
 
-BAD_INPUT = (TargetError, ScheduleError, SamplerError, DivergenceError, RateError, StudyError)
+BAD_INPUT = (TargetError, ScheduleError, SamplerError, DivergenceError, RateError, StudyError, SchedulerError)
 
 
 @contextlib.contextmanager
@@ -197,16 +197,6 @@ def _device_name(text: str) -> str:
 
 
 # The values of --scheduler besides an address (studies.distributed gives them their meaning).
-SCHEDULERS = ("none", "local")
-
-
-def _scheduler_name(text: str) -> str:
-    if text in SCHEDULERS or "://" in text or re.fullmatch(r"[\w.\-]+:\d+", text):
-        return text
-    raise argparse.ArgumentTypeError(
-        f"unknown scheduler {text!r}: use {', '.join(SCHEDULERS)} or a scheduler address such as tcp://host:8786")
-
-
 # The shared flags: name -> (argparse type, help). Each study adds the ones that apply, with its own defaults;
 # a list default makes the flag take several values. The same name means the same thing in every study.
 FLAGS: dict[str, tuple[Callable[[str], object] | None, str]] = {
@@ -224,8 +214,10 @@ FLAGS: dict[str, tuple[Callable[[str], object] | None, str]] = {
                             "unset: torch's own choice)"),
     "out": (Path, "output folder (results CSV, tables, figure)"),
     "no_plot": (None, "skip the figure"),
-    "scheduler": (_scheduler_name, "where measurements run: 'none' (this process, in order), 'local' (a Dask "
-                                   "cluster of local processes) or the address of a running Dask scheduler"),
+    "scheduler": (scheduler_value, "where measurements run: 'none' (this process, in order), 'local' (a Dask "
+                                   "cluster of local processes), 'auto' (this process, handing over to a local "
+                                   "cluster once the work left outweighs its start-up) or the address of a running "
+                                   "Dask scheduler (tcp://host:8786)"),
     "workers": (integer(1), "worker processes of the local Dask cluster (default: one per core)"),
     "batch": (integer(1), "points per engine batch (a memory budget for the Monte Carlo engines; default: the "
                           "engine's own)"),
@@ -309,15 +301,18 @@ def sweep(jobs: Sequence, work: Callable[[object], list[dict] | Skip], results: 
         finished = distributed.run(jobs, work, scheduler=scheduler, workers=workers)
     waiting: dict[int, list[dict] | Skip] = {}
     next_index = 0
-    for i, outcome in progress(finished, total=len(jobs), desc=desc):
-        waiting[i] = outcome
-        while next_index in waiting:
-            outcome = waiting.pop(next_index)
-            if isinstance(outcome, Skip):
-                print(f"skipped: {outcome.reason}", file=sys.stderr)
-            else:
-                results.append(outcome)
-            next_index += 1
+    try:
+        for i, outcome in progress(finished, total=len(jobs), desc=desc):
+            waiting[i] = outcome
+            while next_index in waiting:
+                outcome = waiting.pop(next_index)
+                if isinstance(outcome, Skip):
+                    print(f"skipped: {outcome.reason}", file=sys.stderr)
+                else:
+                    results.append(outcome)
+                next_index += 1
+    finally:
+        finished.close()  # stops a cluster now, also when a row is refused or on Ctrl-C
 
 
 # ---------------------------------------------------------------------------- the shape of a study

@@ -63,7 +63,7 @@ def build_parser() -> StudyParser:
     parser = study_parser("nfe", __doc__)
     add_flags(parser, aliases={"sampler": ["--solvers"]}, types={"nfe": integer(2)}, sampler=SOLVERS,
               target="mix1d", d=None, nfe=list(range(3, 11)), seed=0, device="cpu", threads=None,
-              out=Path("results/nfe"), no_plot=False, scheduler="none", workers=None)
+              out=Path("results/nfe"), no_plot=False, scheduler="auto", workers=None)
     parser.add_argument("--plugins", nargs="+", default=["ipndm"], help="AMED-Plugin bases")
     parser.add_argument("--no-amed", action="store_true", help="leave AMED out")
     parser.add_argument("--no-grid-table", action="store_true", help="skip table 2 (every solver on every grid)")

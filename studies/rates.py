@@ -43,7 +43,7 @@ def build_parser() -> StudyParser:
     parser = study_parser("rates", __doc__)
     add_flags(parser, sampler=["ode-accel"], target="mix1d", d=None, schedule="li2023", T=DEFAULT_T,
               metric=["tv", "kl"], seed=0, device="cpu", threads=1, out=Path("results/rates"), no_plot=False,
-              scheduler="none", workers=None)
+              scheduler="auto", workers=None)
     parser.add_argument("--init", default="exact", choices=["exact", "gaussian"],
                         help="start from q_T exactly or from N(0, I)")
     parser.add_argument("--method", default="auto", choices=["auto", *METHODS],
