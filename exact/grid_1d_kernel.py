@@ -1,7 +1,8 @@
 """Method 2 (shared/spec/metrics.md): 1-D, stochastic samplers written as Gaussian transitions x -> m(x) + s Z.
 
 The density lives on a uniform grid. A map pushes it forward exactly (p(m^-1(z)) / m'(m^-1(z)), the inverse by
-Newton, p between nodes by 8-point Lagrange interpolation); the noise is a convolution done in Fourier space, where
+Newton, p between nodes by 8-point Lagrange interpolation; m and m' from one reverse-mode pass each,
+exact.base.map_and_slope); the noise is a convolution done in Fourier space, where
 it multiplies by exp(-s^2 w^2 / 2): mass-conserving and exact for any s, tiny s in the last steps included.
 KL's error estimate: |value(G) - value(G/2)|, the mass defect and the mass outside the grid. TV (kinks where
 p = q, an error c h^2) is Richardson-extrapolated from G and G/2, with the size of the correction as its error.
@@ -15,31 +16,38 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from exact.base import DivergenceError, Measurement, initial_law, trapezoid
+from exact.base import DivergenceError, Measurement, initial_law, map_and_slope, trapezoid
 from samplers.base import CountingModel, ExactModel, MarkovSampler
 from theory.schedules import Grid
 from theory.targets import DTYPE, GaussianMixture
 
 
 def _lagrange_interpolate(values: Tensor, lo: float, h: float, u: Tensor, order: int = 8) -> Tensor:
-    """Interpolate uniform-grid samples at points u with a centred local Lagrange stencil of `order` nodes."""
+    """Interpolate uniform-grid samples at points u with a centred local Lagrange stencil of `order` nodes:
+    sum_j values[node_j] prod_(k != j) t_k / (j - k), t_k = (u - z_(node_k)) / h, the products over k != j taken as
+    (prefix product up to j) x (suffix product after j), so the cost is a few passes over (n, order), not order^2."""
     G = values.numel()
     s = (u - lo) / h
     start = (torch.floor(s) - (order // 2 - 1)).long().clamp(0, G - order)
     nodes = start[:, None] + torch.arange(order, device=u.device)  # (n, order)
     t = s[:, None] - nodes.to(s.dtype)  # offsets from each node, in units of h
-    weights = torch.ones_like(t)
-    for j in range(order):
-        for k in range(order):
-            if j != k:
-                weights[:, j] *= t[:, k] / (j - k)
-    return (weights * values[nodes]).sum(-1)
+    ones = torch.ones_like(t[:, :1])
+    prefix = torch.cumprod(torch.cat([ones, t[:, :-1]], 1), 1)  # prod_(k < j) t_k
+    suffix = torch.cumprod(torch.cat([ones, t.flip(1)[:, :-1]], 1), 1).flip(1)  # prod_(k > j) t_k
+    return (prefix * suffix * _lagrange_denominators(order, t) * values[nodes]).sum(-1)
+
+
+def _lagrange_denominators(order: int, like: Tensor) -> Tensor:
+    """1 / prod_(k != j) (j - k) for j = 0 .. order - 1."""
+    j = torch.arange(order, dtype=like.dtype, device=like.device)
+    gaps = j[:, None] - j[None, :]
+    return 1.0 / torch.where(gaps == 0, torch.ones_like(gaps), gaps).prod(1)
 
 
 def _pushforward(p: Tensor, z: Tensor, lo: float, h: float, m: Callable[[Tensor], Tensor], what: str) -> Tensor:
     """Density of m(X) on the grid z when X has density p on the same grid; m must be increasing."""
     run = lambda pts: m(pts[:, None])[:, 0]  # noqa: E731
-    mz, dmz = torch.func.jvp(run, (z,), (torch.ones_like(z),))
+    mz, dmz = map_and_slope(run, z)
     if torch.any(dmz <= 0):
         where = float(z[torch.nonzero(dmz <= 0)[0, 0]])
         raise DivergenceError(f"{what}: the transition's mean map is not increasing at x = {where:.4g}")
@@ -50,7 +58,7 @@ def _pushforward(p: Tensor, z: Tensor, lo: float, h: float, m: Callable[[Tensor]
     frac = (target_z - mz[idx - 1]) / (mz[idx] - mz[idx - 1])
     u = z[idx - 1] + frac * (z[idx] - z[idx - 1])
     for _ in range(8):
-        mu, dmu = torch.func.jvp(run, (u,), (torch.ones_like(u),))
+        mu, dmu = map_and_slope(run, u)
         step = (mu - target_z) / dmu
         u = u - step
         # Newton converges quadratically: once the step is at rounding level, m' at the previous iterate equals
