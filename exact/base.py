@@ -1,5 +1,6 @@
 """What every exact engine shares: a Measurement (value, numerical error, method), the refusal error, the
-initial laws (q_T exactly or N(0, I)) as densities and as draws, and the trapezoid rule.
+initial laws (q_T exactly or N(0, I)) as densities and as draws, the trapezoid rule, the derivatives of a sampler's
+map (one reverse-mode pass, see map_and_slope and map_and_jacobian) and the batch size of the Monte Carlo engines.
 
 shared/spec/metrics.md: every number carries the method that produced it and an estimate of its own numerical
 error; a value whose numerical error is not well below the value is flagged.
@@ -8,10 +9,13 @@ error; a value whose numerical error is not well below the value is flagged.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from typing import Callable
 
 from theory.schedules import Grid
 from theory.targets import DTYPE, GaussianMixture, gaussian
@@ -73,3 +77,53 @@ def initial_draws(target, grid: Grid, init: str, n: int, generator: torch.Genera
 
 def trapezoid(values: Tensor, h: float) -> Tensor:
     return h * (values.sum(-1) - 0.5 * (values[..., 0] + values[..., -1]))
+
+
+# ---------------------------------------------------------------------------- derivatives of a sampler's map
+# A sampler's run is a map acting on each point of the batch alone, so derivatives need no tangent per point:
+# reverse mode gives F' of a 1-D map from one backward pass of sum_i F(x_i), and the d x d Jacobian of a map of
+# R^d from d backward passes batched into one (autograd's is_grads_batched). Reverse mode costs a few microseconds
+# per tensor operation here; torch 2.13's forward mode (torch.func.jvp) routes every operation between a dual and
+# a plain tensor, i.e. most of a sampler's arithmetic, through a Python decomposition costing ~0.5 ms each.
+def map_and_slope(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+    """F(x) and F'(x) at points x of shape (n,) for a map F acting on each point alone (d/dx_i sum_j F(x_j) =
+    F'(x_i)), by one reverse-mode pass. A map that ignores its input has slope zero."""
+    with torch.enable_grad():
+        points = x.detach().requires_grad_(True)
+        values = fn(points)
+        slope = None
+        if values.requires_grad:
+            (slope,) = torch.autograd.grad(values.sum(), points, allow_unused=True)
+    return values.detach(), torch.zeros_like(x) if slope is None else slope
+
+
+def map_and_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+    """F(x) and the Jacobian dF/dx (shape (n, d_out, d)) at points x of shape (n, d) for a map F acting on each row
+    alone: one forward pass (torch.func.vjp), then the d_out backward passes of the rows e_i^T dF/dx as one, batched
+    by torch.func.vmap (the forward pass is not vmapped, so samplers with Python control flow run unchanged; custom
+    derivatives such as the mixture score's bring their own batching rule). Should some backward formula refuse
+    vmap, the rows are taken one backward pass at a time."""
+    values, backward = torch.func.vjp(fn, x)
+    n, d_out = values.shape
+    basis = torch.eye(d_out, dtype=values.dtype, device=values.device)[:, None, :].expand(d_out, n, d_out)
+    try:
+        (rows,) = torch.func.vmap(backward)(basis)
+    except RuntimeError:
+        rows = torch.stack([backward(basis[i])[0] for i in range(d_out)])
+    return values, rows.transpose(0, 1)  # J[n, i, j] = dF_i/dx_j at x_n
+
+
+# ---------------------------------------------------------------------------- batches
+def batch_size(batch: int | None, per_point: int, budget: int = 1 << 22) -> int:
+    """Points per batch for an engine that evaluates many points: `batch` as given (an integer >= 1), or, for None,
+    as many as keep about `budget` float64 numbers (32 MB) of per-point work in memory at once, `per_point` numbers
+    per point."""
+    if batch is None:
+        return max(1, budget // max(1, per_point))
+    try:
+        size = operator.index(batch)
+    except TypeError:
+        size = None
+    if isinstance(batch, bool) or size is None or size < 1:
+        raise DivergenceError(f"batch must be an integer >= 1 (points per batch), got {batch!r}")
+    return size

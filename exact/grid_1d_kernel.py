@@ -1,7 +1,8 @@
 """Method 2 (shared/spec/metrics.md): 1-D, stochastic samplers written as Gaussian transitions x -> m(x) + s Z.
 
 The density lives on a uniform grid. A map pushes it forward exactly (p(m^-1(z)) / m'(m^-1(z)), the inverse by
-Newton, p between nodes by 8-point Lagrange interpolation); the noise is a convolution done in Fourier space, where
+Newton, p between nodes by 8-point Lagrange interpolation; m and m' from one reverse-mode pass each,
+exact.base.map_and_slope); the noise is a convolution done in Fourier space, where
 it multiplies by exp(-s^2 w^2 / 2): mass-conserving and exact for any s, tiny s in the last steps included.
 KL's error estimate: |value(G) - value(G/2)|, the mass defect and the mass outside the grid. TV (kinks where
 p = q, an error c h^2) is Richardson-extrapolated from G and G/2, with the size of the correction as its error.
@@ -15,50 +16,103 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from exact.base import DivergenceError, Measurement, initial_law, trapezoid
+from exact.base import DivergenceError, Measurement, initial_law, map_and_slope, trapezoid
 from samplers.base import CountingModel, ExactModel, MarkovSampler
 from theory.schedules import Grid
 from theory.targets import DTYPE, GaussianMixture
 
 
 def _lagrange_interpolate(values: Tensor, lo: float, h: float, u: Tensor, order: int = 8) -> Tensor:
-    """Interpolate uniform-grid samples at points u with a centred local Lagrange stencil of `order` nodes."""
+    """Interpolate uniform-grid samples at points u with a centred local Lagrange stencil of `order` nodes:
+    sum_j values[node_j] prod_(k != j) t_k / (j - k), t_k = (u - z_(node_k)) / h, the products over k != j taken as
+    (prefix product up to j) x (suffix product after j), so the cost is a few passes over (n, order), not order^2."""
     G = values.numel()
     s = (u - lo) / h
     start = (torch.floor(s) - (order // 2 - 1)).long().clamp(0, G - order)
     nodes = start[:, None] + torch.arange(order, device=u.device)  # (n, order)
     t = s[:, None] - nodes.to(s.dtype)  # offsets from each node, in units of h
-    weights = torch.ones_like(t)
-    for j in range(order):
-        for k in range(order):
-            if j != k:
-                weights[:, j] *= t[:, k] / (j - k)
-    return (weights * values[nodes]).sum(-1)
+    ones = torch.ones_like(t[:, :1])
+    prefix = torch.cumprod(torch.cat([ones, t[:, :-1]], 1), 1)  # prod_(k < j) t_k
+    suffix = torch.cumprod(torch.cat([ones, t.flip(1)[:, :-1]], 1), 1).flip(1)  # prod_(k > j) t_k
+    return (prefix * suffix * _lagrange_denominators(order, t) * values[nodes]).sum(-1)
+
+
+def _lagrange_denominators(order: int, like: Tensor) -> Tensor:
+    """1 / prod_(k != j) (j - k) for j = 0 .. order - 1."""
+    j = torch.arange(order, dtype=like.dtype, device=like.device)
+    gaps = j[:, None] - j[None, :]
+    return 1.0 / torch.where(gaps == 0, torch.ones_like(gaps), gaps).prod(1)
 
 
 def _pushforward(p: Tensor, z: Tensor, lo: float, h: float, m: Callable[[Tensor], Tensor], what: str) -> Tensor:
     """Density of m(X) on the grid z when X has density p on the same grid; m must be increasing."""
+    return _pushforward_together([(p, z, lo, h)], m, what)[0]
+
+
+def _pushforward_together(densities: list[tuple[Tensor, Tensor, float, float]], m: Callable[[Tensor], Tensor],
+                          what: str) -> list[Tensor]:
+    """_pushforward for several densities (p, z, lo, h) at once, each on its own uniform grid: the map runs once per
+    stage on all their points together (it acts on each point alone, so the numbers are those of separate runs),
+    which halves the per-operation overhead when the fine and the half-resolution grid travel together.
+
+    For each grid: m, m' at the nodes (one reverse-mode pass), then the inverse at the nodes inside the image,
+    started from the cubic Hermite interpolant of the inverse through (m(z_i), z_i) with slopes 1/m'(z_i)
+    (error O(h^4)), and refined by Newton. Once a Newton step s is small, the iterate is exact to O(kappa s^2)
+    (kappa = max |m''| / m' over the grid) and m' there is m' at the previous iterate minus s m'' (m'' from central
+    differences of m' at the nodes, linearly interpolated), exact to O(s^2 + s h^2): one Newton evaluation is then
+    enough. Otherwise Newton goes on (at most 8 evaluations) until its step is at rounding level."""
     run = lambda pts: m(pts[:, None])[:, 0]  # noqa: E731
-    mz, dmz = torch.func.jvp(run, (z,), (torch.ones_like(z),))
-    if torch.any(dmz <= 0):
-        where = float(z[torch.nonzero(dmz <= 0)[0, 0]])
-        raise DivergenceError(f"{what}: the transition's mean map is not increasing at x = {where:.4g}")
-    inside = (z > mz[0]) & (z < mz[-1])
-    target_z = z[inside]
-    # Start from the inverse of the piecewise-linear interpolant of (z, m(z)), then Newton.
-    idx = torch.searchsorted(mz, target_z).clamp(1, z.numel() - 1)
-    frac = (target_z - mz[idx - 1]) / (mz[idx] - mz[idx - 1])
-    u = z[idx - 1] + frac * (z[idx] - z[idx - 1])
-    for _ in range(8):
-        mu, dmu = torch.func.jvp(run, (u,), (torch.ones_like(u),))
-        step = (mu - target_z) / dmu
+    sizes = [z.numel() for _, z, _, _ in densities]
+    mz_all, dmz_all = map_and_slope(run, torch.cat([z for _, z, _, _ in densities]))
+    starts, targets, kappas, corrections = [], [], [], []
+    for (p, z, lo, h), mz, dmz in zip(densities, mz_all.split(sizes), dmz_all.split(sizes)):
+        if torch.any(dmz <= 0):
+            where = float(z[torch.nonzero(dmz <= 0)[0, 0]])
+            raise DivergenceError(f"{what}: the transition's mean map is not increasing at x = {where:.4g}")
+        inside = (z > mz[0]) & (z < mz[-1])
+        target_z = z[inside]
+        idx = torch.searchsorted(mz, target_z).clamp(1, z.numel() - 1)
+        y0, y1, x0, x1 = mz[idx - 1], mz[idx], z[idx - 1], z[idx]
+        dy = y1 - y0
+        s = (target_z - y0) / dy
+        s2, s3 = s * s, s * s * s
+        starts.append((2 * s3 - 3 * s2 + 1) * x0 + (s3 - 2 * s2 + s) * dy / dmz[idx - 1]
+                      + (3 * s2 - 2 * s3) * x1 + (s3 - s2) * dy / dmz[idx])
+        targets.append((inside, target_z))
+        curvature = torch.zeros_like(dmz)  # m'' by central differences (one-sided at the ends)
+        curvature[1:-1] = (dmz[2:] - dmz[:-2]) / (2 * h)
+        curvature[0], curvature[-1] = (dmz[1] - dmz[0]) / h, (dmz[-1] - dmz[-2]) / h
+        kappas.append(curvature.abs().max() / dmz.min())
+        corrections.append((curvature, z, h))
+    u = torch.cat(starts)
+    target_all = torch.cat([t for _, t in targets])
+    kappa = float(torch.stack(kappas).max())
+    for iteration in range(8):
+        mu, dmu = map_and_slope(run, u)
+        step = (mu - target_all) / dmu
         u = u - step
-        # Newton converges quadratically: once the step is at rounding level, m' at the previous iterate equals
-        # m' at u to within that step times m'', far below the interpolation error.
-        if float(step.abs().max()) < 1e-13 * max(1.0, float(u.abs().max())):
+        largest = float(step.abs().max())
+        scale = max(1.0, float(u.abs().max()))
+        if largest < 1e-13 * scale:
+            break  # the old criterion: m' at the previous iterate is m' at u to rounding
+        if largest < 1e-11 * scale and kappa * largest * largest < 1e-16 * scale:
+            # m' at u from m' at the previous iterate and the grid's m'' there.
+            pieces = []
+            for (curvature, z, h), v, s_ in zip(corrections, (u + step).split([t.numel() for _, t in targets]),
+                                                step.split([t.numel() for _, t in targets])):
+                pos = ((v - z[0]) / h).clamp(0, z.numel() - 1.000001)
+                i = pos.floor().long()
+                frac = pos - i
+                second = (1 - frac) * curvature[i] + frac * curvature[i + 1]
+                pieces.append(s_ * second)
+            dmu = dmu - torch.cat(pieces)
             break
-    out = torch.zeros_like(p)
-    out[inside] = (_lagrange_interpolate(p, lo, h, u) / dmu).clamp_min(0.0)
+    out = []
+    for (p, z, lo, h), (inside, target_z), u_i, dmu_i in zip(densities, targets, u.split([t.numel() for _, t in targets]),
+                                                           dmu.split([t.numel() for _, t in targets])):
+        pushed = torch.zeros_like(p)
+        pushed[inside] = (_lagrange_interpolate(p, lo, h, u_i) / dmu_i).clamp_min(0.0)
+        out.append(pushed)
     return out
 
 
@@ -83,24 +137,37 @@ def kernel_density_1d(target, sampler: MarkovSampler, grid: Grid, p_init: Gaussi
                       width: float) -> tuple[Tensor, float, Tensor, float]:
     """The output density of a Markov sampler on a uniform grid (the propagation of method 2): nodes z, spacing h,
     the density normalised to mass one, and the mass it had before normalising (its defect is an error term)."""
+    return kernel_densities_1d(target, sampler, grid, p_init, [G], width)[0]
+
+
+def kernel_densities_1d(target, sampler: MarkovSampler, grid: Grid, p_init: GaussianMixture, sizes: list[int],
+                        width: float) -> list[tuple[Tensor, float, Tensor, float]]:
+    """kernel_density_1d on uniform grids of several sizes over the same range, propagated together (one run of
+    the transitions; each map evaluated once per stage on all grids' points)."""
     lo, hi = kernel_range(target, grid, p_init, width)
-    z = torch.linspace(lo, hi, G, dtype=DTYPE, device=target.device)
-    h = (hi - lo) / (G - 1)
-    p = torch.exp(p_init.log_prob(z[:, None], 1.0))
+    grids = []
+    for G in sizes:
+        z = torch.linspace(lo, hi, G, dtype=DTYPE, device=target.device)
+        grids.append([torch.exp(p_init.log_prob(z[:, None], 1.0)), z, lo, (hi - lo) / (G - 1)])
     model = CountingModel(ExactModel(target))
     what = f"{sampler.info.name} on {grid.name} T={grid.T}"
     for step in sampler.transitions(model, grid):
         if step.map is not None:
-            p = _pushforward(p, z, lo, h, step.map, what)
+            for item, pushed in zip(grids, _pushforward_together([tuple(g) for g in grids], step.map, what)):
+                item[0] = pushed
         std = float(step.std)
         if std > 0:
-            p = _gaussian_blur(p, h, std)
-    mass = float(trapezoid(p, h))
-    return z, h, p / mass, mass
+            for item in grids:
+                item[0] = _gaussian_blur(item[0], item[3], std)
+    out = []
+    for p, z, _, h in grids:
+        mass = float(trapezoid(p, h))
+        out.append((z, h, p / mass, mass))
+    return out
 
 
-def _grid_1d_kernel_once(target, sampler: MarkovSampler, grid, p_init, G: int, width: float):
-    z, h, p, mass = kernel_density_1d(target, sampler, grid, p_init, G, width)
+def _grid_1d_kernel_once(target, grid, z: Tensor, h: float, p: Tensor, mass: float):
+    """TV and KL of the density p on the grid z against q at the grid's last level, and the mass error."""
     level = grid.abar[-1]
     q = torch.exp(target.log_prob(z[:, None], level))
     q_out = float(1 - (target.cdf(z[-1:], level) - target.cdf(z[:1], level)))
@@ -146,8 +213,10 @@ def grid_1d_kernel(target, sampler, grid, init="exact", G: int | None = None, wi
                 f"target {target.name!r} at T={grid.T} has features too narrow for the 1-D kernel engine "
                 f"(finest scale {min_scale_1d(target, grid):.3g}); use a wider target or smaller T"
             )
-    fine, defect = _grid_1d_kernel_once(target, sampler, grid, p_init, G, width)
-    coarse, _ = _grid_1d_kernel_once(target, sampler, grid, p_init, G // 2, width)
+    # The fine grid and the half-resolution one (the error estimate) travel through the transitions together.
+    fine_density, coarse_density = kernel_densities_1d(target, sampler, grid, p_init, [G, G // 2], width)
+    fine, defect = _grid_1d_kernel_once(target, grid, *fine_density)
+    coarse, _ = _grid_1d_kernel_once(target, grid, *coarse_density)
     # KL's integrand is smooth: the fine value stands, the coarse one bounds its error. TV's |p - q| has kinks,
     # whose Euler-Maclaurin end terms leave an error c h^2 (observed ratio 4.0 per halving of h): Richardson
     # extrapolation removes it, and the size of that correction is reported as TV's error.

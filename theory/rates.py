@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
 
 
 class RateError(ValueError):
@@ -52,6 +51,19 @@ def local_slopes(x: Sequence[float], e: Sequence[float], decreasing: bool = True
     return -slope if decreasing else slope
 
 
+def _linregress(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Least squares y = slope x + intercept and the slope's standard error, by the formulas of
+    scipy.stats.linregress (same numbers, without importing scipy.stats)."""
+    n = x.size
+    ssxm, ssxym, _, ssym = np.cov(x, y, bias=1).flat
+    slope = ssxym / ssxm
+    intercept = np.mean(y, None) - slope * np.mean(x, None)
+    if n == 2:
+        return slope, intercept, 0.0
+    r = 0.0 if ssxm == 0.0 or ssym == 0.0 else min(max(ssxym / np.sqrt(ssxm * ssym), -1.0), 1.0)
+    return slope, intercept, float(np.sqrt((1 - r**2) * ssym / ssxm / (n - 2)))
+
+
 def fit_order(x: Sequence[float], e: Sequence[float], decreasing: bool = True, window: int | None = None,
               asymptotic: str | None = None) -> OrderFit:
     """Least-squares order over the asymptotic `window` (the largest T, or the smallest h when decreasing=False;
@@ -68,13 +80,15 @@ def fit_order(x: Sequence[float], e: Sequence[float], decreasing: bool = True, w
     lx, le = (lx[order][-k:], le[order][-k:]) if at_large else (lx[order][:k], le[order][:k])
     if np.ptp(lx) == 0:
         raise RateError("the points of the fit window share one abscissa (e.g. capped steps of equal size)")
-    res = stats.linregress(lx, le)
-    slope = -res.slope if decreasing else res.slope
+    fitted_slope, intercept, stderr = _linregress(lx, le)
+    slope = -fitted_slope if decreasing else fitted_slope
     if k >= 3:
-        half = stats.t.ppf(0.975, k - 2) * res.stderr
+        from scipy.special import stdtrit  # Student's t quantile; scipy.stats would cost ~1.5 s of import
+
+        half = stdtrit(k - 2, 0.975) * stderr
     else:
         half = float("inf")
-    return OrderFit(float(slope), float(slope - half), float(slope + half), float(res.intercept),
+    return OrderFit(float(slope), float(slope - half), float(slope + half), float(intercept),
                     tuple(float(v) for v in np.exp(lx)), k)
 
 

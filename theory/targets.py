@@ -20,12 +20,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 DTYPE = torch.float64
 LOG_2PI = math.log(2.0 * math.pi)
+LEVEL_CACHE_SIZE = 4096  # levels whose constants a mixture keeps (GaussianMixture._level_constants)
 
 
 class TargetError(ValueError):
@@ -36,8 +38,13 @@ def _as_level(abar: float | Tensor, like: Tensor) -> Tensor:
     level = torch.as_tensor(abar, dtype=like.dtype, device=like.device)
     if level.ndim != 0:
         raise TargetError(f"a level abar must be a scalar, got shape {tuple(level.shape)}")
-    if not (0.0 < float(level) <= 1.0):
-        raise TargetError(f"a level abar must lie in (0, 1], got {float(level)!r}")
+    if level.device.type == "cpu":
+        value = float(level.detach())
+        if not (0.0 < value <= 1.0):
+            raise TargetError(f"a level abar must lie in (0, 1], got {value!r}")
+    else:
+        # On an accelerator a Python-side check would copy the level to the host at every call: check on the device.
+        torch._assert_async((level > 0) & (level <= 1), "a level abar must lie in (0, 1]")
     return level
 
 
@@ -107,6 +114,7 @@ class GaussianMixture(ScoreDerived):
         self.eigvals = lam.clamp_min(0.0)  # (K, d)
         self.eigvecs = U  # (K, d, d), columns are eigenvectors
         self.diagonal = bool(torch.all((U.abs() - eye).abs() < 1e-14)) if d > 0 else True
+        self._level_cache: dict[tuple, tuple[Tensor, ...]] = {}
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -153,8 +161,11 @@ class GaussianMixture(ScoreDerived):
         """Eigenvalues of C_k = abar Sigma_k + (1 - abar) I, shape (K, d)."""
         level = _as_level(abar, self.means)
         c = level * self.eigvals + (1 - level)
-        if torch.any(c <= 0):
-            raise TargetError(f"q_abar is singular at abar = {float(level)!r}: evaluate below abar = 1")
+        if c.device.type == "cpu":
+            if torch.any(c <= 0):
+                raise TargetError(f"q_abar is singular at abar = {float(level)!r}: evaluate below abar = 1")
+        else:
+            torch._assert_async(torch.all(c > 0), "q_abar is singular at abar = 1: evaluate below abar = 1")
         return c
 
     def _whitened(self, x: Tensor, abar) -> tuple[Tensor, Tensor]:
@@ -186,13 +197,104 @@ class GaussianMixture(ScoreDerived):
         return torch.softmax(self.component_log_prob(x, abar), dim=-1)
 
     def score(self, x: Tensor, abar) -> Tensor:
-        """grad log q_abar(x) = sum_k r_k(x) ( -C_k^{-1} (x - m_k) )."""
+        """grad log q_abar(x) = sum_k r_k(x) g_k(x),  g_k = -C_k^{-1} (x - m_k), in one pass over the components
+        (_MixtureScore), whose derivatives in x and abar are written out (score_jvp) rather than traced op by op."""
         x = self._check_points(x)
-        y, c = self._whitened(x, abar)
-        logits = self.log_weights - 0.5 * ((y * y / c).sum(-1) + torch.log(c).sum(-1))
-        r = torch.softmax(logits, dim=-1)
-        per_component = self._from_eigenbasis(-y / c)  # (n, K, d)
-        return torch.einsum("nk,nkd->nd", r, per_component)
+        return _MixtureScore.apply(x, _as_level(abar, x), self, False)[0]
+
+    def eps(self, x: Tensor, abar) -> Tensor:
+        """The ideal noise prediction eps = -sqrt(1 - abar) * score, as one autograd node with the score."""
+        x = self._check_points(x)
+        return _MixtureScore.apply(x, _as_level(abar, x), self, True)[0]
+
+    def _level_constants(self, level: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """What the score needs of a level alone: sqrt(abar) mu_k (K, 1, d), 1/c = eigenvalues of C_k^{-1} (K, d),
+        the logits' offset log w_k - log det(C_k) / 2 (K,) and eps's factor -sqrt(1 - abar). On the CPU they are
+        kept per level value (samplers and engines ask for the same levels again and again; a lookup replaces a
+        dozen small tensor operations); on an accelerator they are recomputed (a key would need the host)."""
+        key = None
+        if level.device.type == "cpu":
+            try:
+                key = (float(level), id(self.means), id(self.eigvals), self.diagonal)
+            except RuntimeError:  # a level under vmap has no single value
+                key = None
+            hit = self._level_cache.get(key) if key is not None else None
+            if hit is not None:
+                return hit
+        c = self.level_variances(level)
+        constants = (torch.sqrt(level) * self.means[:, None, :], 1.0 / c,
+                     self.log_weights - 0.5 * torch.log(c).sum(-1), -torch.sqrt(1 - level))
+        if key is not None:
+            if len(self._level_cache) >= LEVEL_CACHE_SIZE:
+                self._level_cache.clear()
+            self._level_cache[key] = constants
+        return constants
+
+    def score_parts(self, x: Tensor, level: Tensor) -> "ScoreParts":
+        """The score and what its derivatives reuse, components first (K-major, so that the sums over components
+        run along contiguous memory): r (K, n) responsibilities, g (K, n, d) the g_k, ge (K, n, d) the g_k in each
+        component's eigenbasis, inv_c (K, d) the eigenvalues of C_k^{-1}. The Gaussian normalisation d log(2 pi)
+        is left out of the logits: softmax does not see it."""
+        scaled_means, inv_c, offset, _ = self._level_constants(level)
+        if self.d == 1:
+            # (K, n) throughout: no reductions over a dimension of size one.
+            ge = (scaled_means[:, :, 0] - x[:, 0]) * inv_c  # -(x - m_k) / c_k
+            logits = offset[:, None] - (0.5 * ge) * (scaled_means[:, :, 0] - x[:, 0])
+            e = torch.exp(logits - logits.amax(0))
+            r = e / e.sum(0)
+            g = ge[..., None]
+            return ScoreParts((r * ge).sum(0)[:, None], r, g, g, inv_c)
+        diff = x[None] - scaled_means  # (K, n, d)
+        y = diff if self.diagonal else torch.einsum("kni,kij->knj", diff, self.eigvecs)
+        ge = -y * inv_c[:, None, :]
+        logits = offset[:, None] + 0.5 * (y * ge).sum(-1)  # log w_k - (log det C_k + (x - m_k)^T C_k^{-1} (x - m_k)) / 2
+        e = torch.exp(logits - logits.amax(0))
+        r = e / e.sum(0)
+        g = ge if self.diagonal else torch.einsum("kij,knj->kni", self.eigvecs, ge)
+        score = (r[..., None] * g).sum(0)
+        return ScoreParts(score, r, g, ge, inv_c)
+
+    def score_jvp(self, parts: "ScoreParts", level: Tensor, v: Tensor | None, dlevel: Tensor | None) -> Tensor:
+        """The derivative of the score along (v, dlevel): J v + (d score / d abar) dlevel, with
+
+            J v = -sum_k r_k C_k^{-1} v + sum_k r_k g_k (g_k . v) - s (s . v)        (J = score_jacobian, symmetric)
+
+        (from d g_k / dx = -C_k^{-1} and d r_k / dx = r_k (g_k - s)), and, in each eigenbasis, with
+        y_k = U_k^T (x - sqrt(abar) mu_k) = -c_k g_k, dy_k = -U_k^T mu_k / (2 sqrt(abar)), dc_k = lam_k - 1:
+
+            d g_k = -(dy_k + g_k dc_k) / c_k,   d logit_k = sum (g_k dy_k + g_k^2 dc_k / 2 - dc_k / (2 c_k)),
+            d score / d abar = sum_k r_k U_k d g_k + sum_k r_k (d logit_k - sum_j r_j d logit_j) g_k."""
+        r, g, score = parts.r, parts.g, parts.score
+        out = None
+        if v is not None and self.d == 1:
+            # One number per point: J = sum_k r_k (g_k^2 - 1/c_k) - s^2.
+            slope = (r * (g[..., 0] * g[..., 0] - parts.inv_c)).sum(0) - score[:, 0] * score[:, 0]
+            out = slope[:, None] * v
+        elif v is not None:
+            out = _ScoreJacobianProduct.apply(v, r, g, score, parts.inv_c, self)
+        if dlevel is not None:
+            means = self.means if self.diagonal else torch.einsum("ki,kij->kj", self.means, self.eigvecs)
+            dy = (-0.5 / torch.sqrt(level)) * means[:, None, :]  # (K, 1, d) per unit dlevel
+            dc = (self.eigvals - 1)[:, None, :]
+            ge = parts.ge
+            dge = -(dy + ge * dc) * parts.inv_c[:, None, :]
+            dlogit = (ge * dy + 0.5 * ge * ge * dc).sum(-1) - 0.5 * (parts.inv_c * (self.eigvals - 1)).sum(-1)[:, None]
+            dr = r * (dlogit - (r * dlogit).sum(0))
+            dg = dge if self.diagonal else torch.einsum("kij,knj->kni", self.eigvecs, dge)
+            along_level = dlevel * (dr[..., None] * g + r[..., None] * dg).sum(0)
+            out = along_level if out is None else out + along_level
+        return torch.zeros_like(score) if out is None else out
+
+    def jacobian_product(self, v: Tensor, r: Tensor, g: Tensor, score: Tensor, inv_c: Tensor) -> Tensor:
+        """J v = -sum_k r_k C_k^{-1} v + sum_k r_k g_k (g_k . v) - s (s . v) from the parts of score_parts; every
+        argument may carry leading batch dimensions (broadcast), so that many v at once are matrix products."""
+        if self.diagonal:
+            out = -torch.einsum("...kn,...kd->...nd", r, inv_c) * v
+        else:
+            ve = torch.einsum("...ni,kij->...knj", v, self.eigvecs)
+            out = -torch.einsum("kij,...knj->...ni", self.eigvecs, (r[..., None] * inv_c[..., None, :]) * ve)
+        gv = torch.einsum("...knd,...nd->...kn", g, v)
+        return out + torch.einsum("...kn,...knd->...nd", r * gv, g) - score * torch.einsum("...nd,...nd->...n", score, v)[..., None]
 
     def score_jacobian(self, x: Tensor, abar) -> Tensor:
         """d score / d x, shape (n, d, d): sum_k r_k (-C_k^{-1}) + Cov_r[g_k], g_k = -C_k^{-1}(x - m_k)."""
@@ -251,6 +353,107 @@ class GaussianMixture(ScoreDerived):
         if x.ndim != 2 or x.shape[1] != self.d:
             raise TargetError(f"points must have shape (n, {self.d}), got {tuple(x.shape)}")
         return x
+
+
+class ScoreParts(NamedTuple):
+    """GaussianMixture.score_parts: the score and the per-component pieces its derivatives reuse."""
+
+    score: Tensor  # (n, d)
+    r: Tensor  # (K, n) responsibilities
+    g: Tensor  # (K, n, d) g_k = -C_k^{-1} (x - m_k)
+    ge: Tensor  # (K, n, d) g_k in the eigenbasis of C_k
+    inv_c: Tensor  # (K, d) eigenvalues of C_k^{-1}
+
+
+class _QuickFunction(torch.autograd.Function):
+    """An autograd.Function whose apply skips, outside functorch transforms, the default-argument binding that
+    Function.apply redoes through inspect.signature at every call (~60 us; the forward methods here have no
+    defaults): the mixture score is called once per sampler step, so that binding would cost more than its maths
+    on small batches. Under functorch transforms apply is Function.apply unchanged."""
+
+    @classmethod
+    def apply(cls, *args):
+        if torch._C._are_functorch_transforms_active():
+            return super().apply(*args)
+        return super(torch.autograd.Function, cls).apply(*torch._functorch.utils.unwrap_dead_wrappers(args))
+
+
+class _ScoreJacobianProduct(_QuickFunction):
+    """v -> J v for the mixture score's Jacobian at given parts (GaussianMixture.jacobian_product), as a Function of
+    its own for one reason: its vmap rule. Many v at once (autograd's batched backward passes, vmap of jvp) then run
+    as one batched product instead of vmap's generic batching, which copies the parts once per v. Second derivatives
+    are refused: the parts are treated as constants here."""
+
+    @staticmethod
+    def forward(v, r, g, score, inv_c, target):
+        return target.jacobian_product(v, r, g, score, inv_c)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("second derivatives of the mixture score are not implemented")
+
+    @staticmethod
+    def vmap(info, in_dims, v, r, g, score, inv_c, target):
+        # Batch dimensions go first; jacobian_product broadcasts leading dimensions.
+        args = [a if dim is None else a.movedim(dim, 0) for a, dim in zip((v, r, g, score, inv_c), in_dims)]
+        return target.jacobian_product(*args), 0
+
+
+class _MixtureScore(_QuickFunction):
+    """The mixture score (or eps = -sqrt(1 - abar) score, with `as_eps`) as one autograd node: forward evaluates it
+    in one pass (score_parts); forward mode (jvp), reverse mode (backward) and functorch (vmap of jvp, vjp, ...) use
+    the written-out derivative score_jvp instead of tracing the dozen tensor operations of the forward pass. The
+    score Jacobian is symmetric (a Hessian of log q), so backward applies the same J to the incoming gradient; the
+    level's derivative is included, so gradients through the level (AMED's trained intermediate times) stay exact.
+    Outputs: the score or eps, then the parts (non-differentiable)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, level: Tensor, target: "GaussianMixture", as_eps: bool):
+        parts = target.score_parts(x, level)
+        # The differentiable output is a tensor of its own (the parts that follow are marked non-differentiable).
+        out = target._level_constants(level)[3] * parts.score if as_eps else parts.score.clone()
+        return (out, *parts)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, level, target, as_eps = inputs
+        ctx.target, ctx.as_eps = target, as_eps
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_forward(level, *output[1:])
+        ctx.save_for_backward(level, *output[1:])
+
+    @staticmethod
+    def _derivative(ctx, dx, dlevel):
+        """d out along (dx, dlevel); eps = f s with f = -sqrt(1 - abar), f' = 1 / (2 sqrt(1 - abar))."""
+        level, *parts = ctx.saved_tensors
+        parts = ScoreParts(*parts)
+        d_score = ctx.target.score_jvp(parts, level, dx, dlevel)
+        if not ctx.as_eps:
+            return d_score
+        factor = -torch.sqrt(1 - level)
+        out = factor * d_score
+        if dlevel is not None:
+            out = out - (dlevel / (2 * factor)) * parts.score
+        return out
+
+    @staticmethod
+    def jvp(ctx, dx, dlevel, *_):
+        return (_MixtureScore._derivative(ctx, dx, dlevel), None, None, None, None, None)
+
+    @staticmethod
+    def backward(ctx, grad, *_):
+        grad_x = _MixtureScore._derivative(ctx, grad, None) if ctx.needs_input_grad[0] else None
+        grad_level = None
+        if ctx.needs_input_grad[1]:
+            level = ctx.saved_tensors[0]
+            grad_level = (grad * _MixtureScore._derivative(ctx, None, torch.ones_like(level))).sum()
+        return grad_x, grad_level, None, None
 
 
 # ---------------------------------------------------------------------- construction helpers
