@@ -181,7 +181,8 @@ def fit_orders(frame: pd.DataFrame, window: int | None) -> tuple[pd.DataFrame, l
     return pd.DataFrame(order_rows, columns=ORDER_COLUMNS), verdicts
 
 
-def print_table(frame: pd.DataFrame, out=sys.stdout) -> None:
+def print_table(frame: pd.DataFrame, out=None) -> None:
+    out = sys.stdout if out is None else out  # looked up at call time (a test may have replaced it)
     for sampler_name, group in frame.groupby("sampler", sort=False):
         first = group.iloc[0]
         print(f"\n{sampler_name} on {first['target']} (d={first['d']}), schedule {first['schedule']}, "

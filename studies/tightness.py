@@ -273,7 +273,8 @@ def report(frame: pd.DataFrame, constants: pd.DataFrame, args) -> list[Path]:
     return written
 
 
-def print_table(constants: pd.DataFrame, out=sys.stdout) -> None:
+def print_table(constants: pd.DataFrame, out=None) -> None:
+    out = sys.stdout if out is None else out
     if constants.empty:
         print("no constants: every search was refused", file=out)
         return
