@@ -6,8 +6,9 @@ What the reference replaces (the engines' outer code, their numbers and error es
 - the mixture score: the op-by-op evaluation (n, K, d layout, softmax, einsum) that every transform traces;
 - grid_1d_flow.flow_map_1d and product's copy of it: F' by forward mode (torch.func.jvp);
 - grid_1d_flow._tv_on_roots: three regula falsi refinements, each a run of the sampler on the roots;
-- grid_1d_kernel._pushforward: m and m' by torch.func.jvp at the grid and at every Newton iterate, and the Lagrange
-  weights as an order^2 loop of column updates;
+- grid_1d_kernel._pushforward (and _pushforward_together, which pushes the fine and the half-resolution grid at
+  once): each grid alone, m and m' by torch.func.jvp at the grid and at every Newton iterate (started from the
+  linear inverse), and the Lagrange weights as an order^2 loop of column updates;
 - flow_mc.flow_and_logdet: the d x d Jacobian from d forward-mode tangents (vmap of jvp).
 
     python -m benchmarks.reference rates --sampler ode-accel      # a study, whole process, on the reference
@@ -111,6 +112,11 @@ def reference_pushforward(p: Tensor, z: Tensor, lo: float, h: float, m: Callable
     return out
 
 
+def reference_pushforward_together(densities, m, what):
+    """The old engine pushed each grid separately; per grid the numbers are those of a separate pass."""
+    return [reference_pushforward(p, z, lo, h, m, what) for p, z, lo, h in densities]
+
+
 def reference_flow_and_logdet(sampler, model, grid, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     n, d = x.shape
     counting = model if isinstance(model, CountingModel) else CountingModel(model)
@@ -132,6 +138,7 @@ REPLACEMENTS = [
     (product, "flow_map_1d", reference_flow_map_1d),
     (grid_1d_flow, "_tv_on_roots", reference_tv_on_roots),
     (grid_1d_kernel, "_pushforward", reference_pushforward),
+    (grid_1d_kernel, "_pushforward_together", reference_pushforward_together),
     (flow_mc, "flow_and_logdet", reference_flow_and_logdet),
 ]
 

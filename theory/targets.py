@@ -238,8 +238,9 @@ class GaussianMixture(ScoreDerived):
         scaled_means, inv_c, offset, _ = self._level_constants(level)
         if self.d == 1:
             # (K, n) throughout: no reductions over a dimension of size one.
-            ge = (scaled_means[:, :, 0] - x[:, 0]) * inv_c  # -(x - m_k) / c_k
-            logits = offset[:, None] - (0.5 * ge) * (scaled_means[:, :, 0] - x[:, 0])
+            towards = scaled_means[:, :, 0] - x[:, 0]  # m_k - x
+            ge = towards * inv_c  # g_k = -(x - m_k) / c_k
+            logits = torch.addcmul(offset[:, None], ge, towards, value=-0.5)  # log w_k - (log c_k + y^2 / c_k) / 2
             e = torch.exp(logits - logits.amax(0))
             r = e / e.sum(0)
             g = ge[..., None]
