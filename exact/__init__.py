@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from exact import flow_mc, gaussian, grid_1d_flow, grid_1d_kernel, product
+from exact import flow_mc, gaussian, grid_1d_flow, grid_1d_kernel, product, randomized_1d
 from exact.base import FLAG_RATIO, METRICS, DivergenceError, Measurement, initial_draws, initial_law  # noqa: F401
 from exact.init_error import init_error  # noqa: F401
-from samplers.base import MarkovSampler, Sampler
+from samplers.base import MarkovSampler, RandomizedSampler, Sampler
 from theory.schedules import Grid
 
 # name -> engine(target, sampler, grid, init=..., **options) -> {metric: Measurement}
@@ -25,6 +25,7 @@ METHODS: dict[str, Callable[..., dict[str, Measurement]]] = {
     "gaussian": gaussian.gaussian_engine,  # method 3: one-component targets, any d, any sampler
     "flow-mc": flow_mc.flow_mc,  # method 4: deterministic samplers, any d, Monte Carlo with exact densities
     "product": product.product_engine,  # method 5: product targets, every coordinate-wise sampler
+    "grid-1d-randomized": randomized_1d.grid_1d_randomized,  # method 6: 1-D, randomized (random-time) samplers
 }
 
 # The methods whose numbers depend on a Monte Carlo seed (they take `seed=`).
@@ -35,7 +36,17 @@ def choose_method(target, sampler: Sampler) -> str:
     """The exact method that applies to a (target, sampler) pair, or a clear refusal.
 
     In order: the 1-D engines (d = 1), the Gaussian engine (one-component target), the product engine (a target
-    whose coordinates are independent: theory.product), flow Monte Carlo (deterministic samplers)."""
+    whose coordinates are independent: theory.product), flow Monte Carlo (deterministic samplers). Randomized
+    (random-time) samplers have the 1-D randomized engine only."""
+    if isinstance(sampler, RandomizedSampler):
+        if target.d == 1:
+            return "grid-1d-randomized"
+        raise DivergenceError(
+            f"no exact method for randomized sampler {sampler.info.name!r} on target {target.name!r} (d={target.d}): "
+            "its output law is a mixture over one random time per step, and in d > 1 each time moves every "
+            "coordinate, so the law is neither a product (product targets) nor a Gaussian (Gaussian targets); only "
+            "1-D targets are measured exactly (grid-1d-randomized)"
+        )
     if target.d == 1 and not sampler.info.stochastic:
         return "grid-1d-flow"
     if target.d == 1 and isinstance(sampler, MarkovSampler):

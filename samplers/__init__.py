@@ -11,6 +11,8 @@ from samplers.base import (  # noqa: F401
     MarkovSampler,
     Model,
     Noise,
+    RandomizedSampler,
+    RandomStep,
     Sampler,
     SamplerError,
     SamplerInfo,
@@ -25,3 +27,5 @@ from samplers.base import (  # noqa: F401
 from samplers import li2023  # noqa: F401  (registers ode, ddim, ddpm, ode-accel, ddpm-accel)
 from samplers import solvers  # noqa: F401  (registers euler, heun, dpm-solver-2, dpmpp-2m/3m, unipc, deis, ipndm, afs:)
 from samplers import amed  # noqa: F401  (registers amed, amed-plugin:<base>, amed:<trained name>)
+from samplers import expint  # noqa: F401  (registers expint:<p>, order-p exponential Runge-Kutta)
+from samplers import randomized_midpoint  # noqa: F401  (registers ode-rmp, ode-rmp-is)
