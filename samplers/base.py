@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -243,8 +244,6 @@ class RandomizedSampler(Sampler):
 
 def gauss_legendre_unit(nodes: int) -> tuple[list[float], list[float]]:
     """Gauss-Legendre nodes and weights for the uniform law on [0, 1] (weights sum to one)."""
-    import numpy as np
-
     if isinstance(nodes, bool) or int(nodes) != nodes or nodes < 1:
         raise SamplerError(f"the number of quadrature nodes must be a positive integer, got {nodes!r}")
     x, w = np.polynomial.legendre.leggauss(int(nodes))
