@@ -74,6 +74,21 @@ class CountingModel:
         abar = torch.as_tensor(abar, dtype=x.dtype, device=x.device)
         return -self.eps(x, abar) / torch.sqrt(1 - abar)
 
+    def score_per_sample(self, x: Tensor, abar: Tensor) -> Tensor:
+        """s(x_i, abar_i) for a batch whose samples sit at their own levels (abar of shape (n,)): one evaluation,
+        as a network that takes a noise level per sample spends; a model that answers one level at a time is asked
+        once per distinct level."""
+        abar = torch.as_tensor(abar, dtype=x.dtype, device=x.device).reshape(-1)
+        if abar.numel() != x.shape[0]:
+            raise SamplerError(f"one level per sample: got {abar.numel()} levels for a batch of {x.shape[0]}")
+        self.nfe += 1
+        out = torch.empty_like(x)
+        levels, index = torch.unique(abar, return_inverse=True)
+        for k, level in enumerate(levels):
+            rows = index == k
+            out[rows] = -self.model.eps(x[rows], level) / torch.sqrt(1 - level)
+        return out
+
     def denoiser(self, x: Tensor, abar) -> Tensor:
         """Tweedie: D = (x - sqrt(1 - abar) eps) / sqrt(abar)."""
         abar = torch.as_tensor(abar, dtype=x.dtype, device=x.device)

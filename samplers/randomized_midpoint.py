@@ -80,15 +80,12 @@ class RandomizedMidpointODE(RandomizedSampler):
 
 
 def _score_at_times(model: CountingModel, y: Tensor, t: Tensor) -> Tensor:
-    """s(y_i, t_i) for a batch whose samples sit at their own times t (shape (n, 1, ..., 1)); one model
-    evaluation when all times agree (the exact engines' quadrature nodes), else one per sample."""
+    """s(y_i, t_i) for a batch whose samples sit at their own times t (a scalar, or shape (n, 1, ..., 1)): one
+    model evaluation either way (CountingModel.score_per_sample when the times differ)."""
     flat = t.reshape(-1)
-    if bool(torch.all(flat == flat[0])):
+    if flat.numel() == 1 or bool(torch.all(flat == flat[0])):
         return model.score(y, torch.exp(-2 * flat[0]))
-    out = torch.empty_like(y)
-    for i in range(y.shape[0]):
-        out[i : i + 1] = model.score(y[i : i + 1], torch.exp(-2 * flat[i]))
-    return out
+    return model.score_per_sample(y, torch.exp(-2 * flat))
 
 
 register("ode-rmp")(lambda: RandomizedMidpointODE(importance=False))

@@ -13,7 +13,7 @@ import torch
 
 from exact import DivergenceError, choose_method, measure
 from exact.base import initial_law
-from samplers import Noise, ScriptedNoise, ZeroNoise, get_sampler
+from samplers import CountingModel, ExactModel, Noise, ScriptedNoise, ZeroNoise, get_sampler
 from samplers.base import gauss_legendre_unit
 from samplers.expint import TABLEAUX
 from theory.catalog import get_target
@@ -89,6 +89,23 @@ def test_randomized_runs_are_reproducible_and_cost_two_evaluations_a_step():
         assert not torch.allclose(first, sampler(target, grid, x, Noise(8)))
         with pytest.raises(ValueError, match="stochastic"):
             sampler(target, grid, x)
+
+
+def test_per_sample_times_cost_one_evaluation_per_batched_call():
+    """A batch whose samples sit at different times is one evaluation (a network takes a level per sample), and
+    each sample gets the score at its own level."""
+    target = get_target("mix1d")
+    model = CountingModel(ExactModel(target))
+    x = torch.linspace(-2, 2, 5, dtype=torch.float64)[:, None]
+    levels = torch.tensor([0.2, 0.5, 0.2, 0.9, 0.5], dtype=torch.float64)
+    together = model.score_per_sample(x, levels)
+    assert model.nfe == 1
+    for i in range(5):
+        assert torch.allclose(together[i], target.score(x[i : i + 1], levels[i])[0], rtol=1e-14, atol=0)
+    grid = make_grid("li2023", 7)
+    counter = CountingModel(ExactModel(target))
+    get_sampler("ode-rmp")(counter, grid, target.sample(8, grid.abar[0], torch.Generator().manual_seed(0)), Noise(1))
+    assert counter.nfe == get_sampler("ode-rmp").nfe(grid) == 2 * grid.steps
 
 
 def test_choose_method_routes_randomized_samplers_and_refuses_where_no_engine_applies():
