@@ -72,7 +72,7 @@ class RandomizedMidpointODE(RandomizedSampler):
                     r = u * h
                     weight = h * torch.exp(h - r)
                 y_mid = torch.exp(r) * y + torch.expm1(r) * model.score(y, torch.exp(-2 * t))
-                # each sample has its own random time: evaluate the score level by level when the times differ
+                # each sample has its own random time: one evaluation at per-sample levels when the times differ
                 s_mid = _score_at_times(model, y_mid, t - r)
                 return torch.exp(h) * y + weight * s_mid
 
