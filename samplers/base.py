@@ -218,9 +218,9 @@ class MarkovSampler(Sampler):
 
 @dataclass
 class RandomStep:
-    """One step of a randomized sampler: given the step's uniform draw u (shape (n, 1, ..., 1), one per sample, or
-    a scalar shared by the batch),
-    x -> step(x, u) + std * Z (std 0: no Gaussian noise). The draws of different steps are independent."""
+    """One step of a randomized sampler, x -> step(x, u) + std * Z (std 0: no Gaussian noise), given the step's
+    uniform draw u: shape (n, 1, ..., 1), one per sample, or a scalar (a quadrature node). The draws of different
+    steps are independent."""
 
     step: Callable[[Tensor, Tensor], Tensor]
     std: Tensor | float = 0.0
