@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from exact import flow_mc, gaussian, grid_1d_flow, grid_1d_kernel, path_kl, product, subspace
+from exact import flow_mc, gaussian, grid_1d_flow, grid_1d_kernel, path_kl, product, randomized_1d, subspace
 from exact.base import FLAG_RATIO, METRICS, DivergenceError, Measurement, initial_draws, initial_law  # noqa: F401
 from exact.init_error import init_error  # noqa: F401
-from samplers.base import MarkovSampler, Sampler
+from samplers.base import MarkovSampler, RandomizedSampler, Sampler
 from theory.schedules import Grid
 from theory.subspace import SubspaceTarget
 from theory.targets import GaussianMixture
@@ -27,6 +27,7 @@ METHODS: dict[str, Callable[..., dict[str, Measurement]]] = {
     "gaussian": gaussian.gaussian_engine,  # method 3: one-component targets, any d, any sampler
     "flow-mc": flow_mc.flow_mc,  # method 4: deterministic samplers, any d, Monte Carlo with exact densities
     "product": product.product_engine,  # method 5: product targets, every coordinate-wise sampler
+    "grid-1d-randomized": randomized_1d.grid_1d_randomized,  # method 6: 1-D, randomized (random-time) samplers
     "subspace": subspace.subspace_engine,  # low-dimensional targets rotated into R^d (theory.subspace), any sampler
     # path KL between the forward process and a Markov sampler's chain (metrics kl_path, kl_path_sampler); only on
     # request, never chosen by choose_method
@@ -40,11 +41,20 @@ SEEDED = ("gaussian", "flow-mc", "product", "subspace", "path-kl")
 def choose_method(target, sampler: Sampler) -> str:
     """The exact method that applies to a (target, sampler) pair, or a clear refusal.
 
-    In order: the subspace engine (a theory.subspace target), the 1-D engines (d = 1), the Gaussian engine
-    (one-component target), the product engine (a target whose coordinates are independent: theory.product), the
-    subspace engine again (a plain mixture whose components share an isotropic floor and whose means and remaining
-    covariance parts span a k < d dimensional subspace: theory.subspace.find_subspace), flow Monte Carlo
-    (deterministic samplers)."""
+    In order: randomized (random-time) samplers have the 1-D randomized engine only; then the subspace engine (a
+    theory.subspace target), the 1-D engines (d = 1), the Gaussian engine (one-component target), the product engine
+    (a target whose coordinates are independent: theory.product), the subspace engine again (a plain mixture whose
+    components share an isotropic floor and whose means and remaining covariance parts span a k < d dimensional
+    subspace: theory.subspace.find_subspace), flow Monte Carlo (deterministic samplers)."""
+    if isinstance(sampler, RandomizedSampler):
+        if target.d == 1:
+            return "grid-1d-randomized"
+        raise DivergenceError(
+            f"no exact method for randomized sampler {sampler.info.name!r} on target {target.name!r} (d={target.d}): "
+            "its output law is a mixture over one random time per step, and in d > 1 each time moves every "
+            "coordinate, so the law is neither a product (product targets) nor a Gaussian (Gaussian targets); only "
+            "1-D targets are measured exactly (grid-1d-randomized)"
+        )
     if isinstance(target, SubspaceTarget):
         why = subspace.unsupported(target, sampler)
         if why:

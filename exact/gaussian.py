@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from exact.base import DivergenceError, Measurement, batch_size, initial_law
-from samplers.base import CountingModel, ExactModel, MarkovSampler, Sampler, ZeroNoise
+from samplers.base import CountingModel, ExactModel, MarkovSampler, RandomizedSampler, Sampler, ZeroNoise
 from theory.schedules import Grid
 from theory.targets import DTYPE, GaussianMixture
 
@@ -43,6 +43,9 @@ def gaussian_output_law(target: GaussianMixture, sampler: Sampler, grid: Grid, i
                 cov = A @ cov @ A.T
             cov = cov + float(step.std) ** 2 * eye
         return mean, 0.5 * (cov + cov.T)
+    if isinstance(sampler, RandomizedSampler):
+        raise DivergenceError(f"randomized sampler {sampler.info.name!r}: its output on a Gaussian target is a mixture "
+                              "of Gaussians over its random times, not a Gaussian (use grid-1d-randomized in 1-D)")
     if sampler.info.stochastic:
         raise DivergenceError(f"stochastic sampler {sampler.info.name!r} is not written as Gaussian transitions")
     L = torch.linalg.cholesky(init_cov)

@@ -29,7 +29,8 @@ from torch import Tensor
 from exact.base import DivergenceError, Measurement, batch_size, initial_law, trapezoid
 from exact.grid_1d_flow import flow_map_1d, grid_1d_flow
 from exact.grid_1d_kernel import grid_1d_kernel, kernel_density_1d
-from samplers.base import CountingModel, ExactModel, MarkovSampler, Noise, Sampler, ScriptedNoise
+from samplers.base import (CountingModel, ExactModel, MarkovSampler, Noise, RandomizedSampler, Sampler,
+                           ScriptedNoise)
 from theory.schedules import Grid
 from theory.targets import DTYPE, GaussianMixture
 
@@ -164,6 +165,11 @@ def product_engine(target, sampler: Sampler, grid: Grid, init: str = "exact", sa
     transfers to the host are the final scalars."""
     if not getattr(target, "factorises", False):
         raise DivergenceError(f"the product engine needs a product target, {target!r} is not one")
+    if isinstance(sampler, RandomizedSampler):
+        raise DivergenceError(
+            f"randomized sampler {sampler.info.name!r}: one random time per step moves every coordinate, so its "
+            "output on a product target is a mixture of product laws, not a product; the product method does not "
+            "apply")
     if check:
         check_coordinatewise(target, sampler, grid)
     level = grid.abar[-1]

@@ -4,14 +4,24 @@
     x_end = get_sampler("ode-accel")(model, grid, x_start, noise)
 """
 
+from samplers import (
+    amed,  # noqa: F401  (registers amed, amed-plugin:<base>, amed:<trained name>)
+    diffusers,  # noqa: F401  (registers the family diffusers:<Scheduler>; diffusers imported lazily)
+    expint,  # noqa: F401  (registers expint:<p>, order-p exponential Runge-Kutta)
+    li2023,  # noqa: F401  (registers ode, ddim, ddpm, ode-accel, ddpm-accel)
+    randomized_midpoint,  # noqa: F401  (registers ode-rmp, ode-rmp-is)
+    solvers,  # noqa: F401  (registers euler, heun, dpm-solver-2, dpmpp-2m/3m, unipc, deis, ipndm, afs:)
+)
 from samplers.base import (  # noqa: F401
+    OWN_GRID,
     REGISTRY,
     CountingModel,
     ExactModel,
-    OWN_GRID,
     MarkovSampler,
     Model,
     Noise,
+    RandomizedSampler,
+    RandomStep,
     RecordingNoise,
     Sampler,
     SamplerError,
@@ -26,7 +36,3 @@ from samplers.base import (  # noqa: F401
     sampler_names,
     schedule_label,
 )
-from samplers import li2023  # noqa: F401  (registers ode, ddim, ddpm, ode-accel, ddpm-accel)
-from samplers import solvers  # noqa: F401  (registers euler, heun, dpm-solver-2, dpmpp-2m/3m, unipc, deis, ipndm, afs:)
-from samplers import amed  # noqa: F401  (registers amed, amed-plugin:<base>, amed:<trained name>)
-from samplers import diffusers  # noqa: F401  (registers the family diffusers:<Scheduler>; diffusers imported lazily)

@@ -7,6 +7,9 @@
 - Sampler: `(model, grid, x_start, noise) -> x_end` with declared metadata (SamplerInfo).
 - MarkovSampler: a stochastic sampler written as a chain of Gaussian transitions x -> map(x) + std * Z, which is
   the form the exact 1-D density engine and the Gaussian engine consume.
+- RandomizedSampler: a sampler whose randomness is one uniform draw per step and sample (a random time, e.g. a
+  randomized midpoint), given which each step is a Gaussian transition; its output law is a mixture over the
+  random times, which the 1-D randomized engine (exact.randomized_1d) integrates by quadrature.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -70,6 +74,21 @@ class CountingModel:
         abar = torch.as_tensor(abar, dtype=x.dtype, device=x.device)
         return -self.eps(x, abar) / torch.sqrt(1 - abar)
 
+    def score_per_sample(self, x: Tensor, abar: Tensor) -> Tensor:
+        """s(x_i, abar_i) for a batch whose samples sit at their own levels (abar of shape (n,)): one evaluation,
+        as a network that takes a noise level per sample spends; a model that answers one level at a time is asked
+        once per distinct level."""
+        abar = torch.as_tensor(abar, dtype=x.dtype, device=x.device).reshape(-1)
+        if abar.numel() != x.shape[0]:
+            raise SamplerError(f"one level per sample: got {abar.numel()} levels for a batch of {x.shape[0]}")
+        self.nfe += 1
+        out = torch.empty_like(x)
+        levels, index = torch.unique(abar, return_inverse=True)
+        for k, level in enumerate(levels):
+            rows = index == k
+            out[rows] = -self.model.eps(x[rows], level) / torch.sqrt(1 - level)
+        return out
+
     def denoiser(self, x: Tensor, abar) -> Tensor:
         """Tweedie: D = (x - sqrt(1 - abar) eps) / sqrt(abar)."""
         abar = torch.as_tensor(abar, dtype=x.dtype, device=x.device)
@@ -84,7 +103,8 @@ def as_counting(model: Model | GaussianMixture) -> CountingModel:
 
 # ---------------------------------------------------------------------------- noise
 class Noise:
-    """Standard normal draws from a seeded generator, one tensor shaped like x per call."""
+    """Standard normal draws from a seeded generator, one tensor shaped like x per call; `uniform` draws U[0, 1)
+    from the same generator (randomized samplers take their random times from it)."""
 
     def __init__(self, seed: int = 0, device: str | torch.device = "cpu"):
         self.generator = torch.Generator(device=device).manual_seed(seed)
@@ -92,20 +112,29 @@ class Noise:
     def __call__(self, like: Tensor) -> Tensor:
         return torch.randn(like.shape, dtype=like.dtype, device=like.device, generator=self.generator)
 
+    def uniform(self, like: Tensor) -> Tensor:
+        return torch.rand(like.shape, dtype=like.dtype, device=like.device, generator=self.generator)
+
 
 class ZeroNoise:
-    """No noise at all: a stochastic sampler run on its means."""
+    """No noise at all: a stochastic sampler run on its means (normal draws 0, uniform draws 1/2)."""
 
     def __call__(self, like: Tensor) -> Tensor:
         return torch.zeros_like(like)
 
+    def uniform(self, like: Tensor) -> Tensor:
+        return torch.full_like(like, 0.5)
+
 
 class ScriptedNoise:
-    """Replays given draws in order (exact engines run samplers on basis vectors this way)."""
+    """Replays given draws in order (exact engines run samplers on basis vectors this way); uniform draws replay
+    from their own list."""
 
-    def __init__(self, draws: list[Tensor]):
+    def __init__(self, draws: list[Tensor], uniforms: list[Tensor] | None = None):
         self.draws = list(draws)
+        self.uniforms = list(uniforms or [])
         self.used = 0
+        self.used_uniforms = 0
 
     def __call__(self, like: Tensor) -> Tensor:
         if self.used >= len(self.draws):
@@ -113,6 +142,13 @@ class ScriptedNoise:
         draw = self.draws[self.used]
         self.used += 1
         return draw.expand_as(like)
+
+    def uniform(self, like: Tensor) -> Tensor:
+        if self.used_uniforms >= len(self.uniforms):
+            raise SamplerError(f"scripted noise ran out of uniform draws after {self.used_uniforms}")
+        draw = self.uniforms[self.used_uniforms]
+        self.used_uniforms += 1
+        return torch.as_tensor(draw, dtype=like.dtype, device=like.device).expand_as(like)
 
 
 class RecordingNoise:
@@ -192,6 +228,55 @@ class MarkovSampler(Sampler):
                 x = step.map(x)
             x = x + step.std * noise(x)
         return x
+
+
+@dataclass
+class RandomStep:
+    """One step of a randomized sampler, x -> step(x, u) + std * Z (std 0: no Gaussian noise), given the step's
+    uniform draw u: shape (n, 1, ..., 1), one per sample, or a scalar (a quadrature node). The draws of different
+    steps are independent."""
+
+    step: Callable[[Tensor, Tensor], Tensor]
+    std: Tensor | float = 0.0
+
+
+class RandomizedSampler(Sampler):
+    """A sampler whose steps depend on one uniform draw each (a random time); `run` draws it from the injected
+    noise (noise.uniform), one per sample and step, so runs are reproducible.
+
+    The output law is a mixture over the random times. Because the draws of different steps are independent, the
+    chain is Markov with each step's kernel averaged over its own draw: `transition_mixture` gives that average
+    as a quadrature, [(weight, map, std), ...] per step (Gauss-Legendre nodes on the uniform's law), which is what
+    the 1-D randomized engine pushes a density through. Subclasses implement `random_steps`."""
+
+    def random_steps(self, model: CountingModel, grid: Grid) -> Iterator[RandomStep]:
+        raise NotImplementedError  # abstract
+
+    def run(self, model: CountingModel, grid: Grid, x: Tensor, noise) -> Tensor:
+        for step in self.random_steps(model, grid):
+            u = noise.uniform(x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)))
+            x = step.step(x, u)
+            if float(step.std) > 0:
+                x = x + step.std * noise(x)
+        return x
+
+    def transition_mixture(self, model: CountingModel, grid: Grid, nodes: int
+                           ) -> Iterator[list[tuple[float, Callable[[Tensor], Tensor], float]]]:
+        """Per step, the kernel averaged over u ~ U[0, 1] by `nodes`-point Gauss-Legendre:
+        [(w_j, x -> step(x, u_j), std), ...], weights summing to one."""
+        u_nodes, weights = gauss_legendre_unit(nodes)
+        # Each node is a plain scalar (no tie to x), so forward-mode derivatives in x never flow through the time.
+        u_nodes = [torch.tensor(u, dtype=grid.abar.dtype, device=grid.abar.device) for u in u_nodes]
+        for step in self.random_steps(model, grid):
+            yield [(w, (lambda x, u=u, s=step.step: s(x, u)), float(step.std)) for u, w in zip(u_nodes, weights)]
+
+
+def gauss_legendre_unit(nodes: int) -> tuple[list[float], list[float]]:
+    """Gauss-Legendre nodes and weights for the uniform law on [0, 1] (weights sum to one)."""
+    if isinstance(nodes, bool) or int(nodes) != nodes or nodes < 1:
+        raise SamplerError(f"the number of quadrature nodes must be a positive integer, got {nodes!r}")
+    x, w = np.polynomial.legendre.leggauss(int(nodes))
+    return [float(v) for v in (x + 1) / 2], [float(v) for v in w / 2]
 
 
 REGISTRY: dict[str, Callable[[], Sampler]] = {}

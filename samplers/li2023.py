@@ -109,7 +109,8 @@ class DDPM(MarkovSampler):
     info = SamplerInfo(
         "ddpm", stochastic=True, evals_per_step=1, order=1.0,
         reference="Ho, Jain, Abbeel 2020; Li, Wei, Chen, Chi 2023 (arXiv 2306.09251), stochastic sampler",
-        theorems=("li2023-ddpm", "liyan2024-ddpm", "chen2022-ddpm", "benton2023-ddpm"),
+        theorems=("li2023-ddpm", "liyan2024-ddpm", "chen2022-ddpm", "benton2023-ddpm", "ddpm2025-kl",
+                  "ddpm2025-kl-lower", "licaiwei2025-ddpm-gmm"),
     )
 
     def transitions(self, model: CountingModel, grid: Grid) -> Iterator[Transition]:

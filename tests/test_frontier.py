@@ -1,0 +1,179 @@
+"""The samplers since 2024 (samplers.expint, samplers.randomized_midpoint) and the randomized 1-D engine
+(exact.randomized_1d): the tableaux's order conditions, reproducible per-sample random times, and the engine's
+mixture against an independent integration over the random times.
+(The declared orders are checked in tests/test_orders.py.)"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from exact import DivergenceError, choose_method, measure
+from exact.base import initial_law
+from samplers import CountingModel, ExactModel, Noise, ScriptedNoise, ZeroNoise, get_sampler
+from samplers.base import gauss_legendre_unit
+from samplers.expint import TABLEAUX
+from theory.catalog import get_target
+from theory.schedules import Grid, make_grid
+
+RANDOMIZED = ("ode-rmp", "ode-rmp-is")
+
+
+# ---------------------------------------------------------------------------- noise and quadrature
+def test_uniform_draws_are_seeded_scripted_and_zero_at_the_mean():
+    like = torch.zeros(5, 1, dtype=torch.float64)
+    a, b = Noise(3).uniform(like), Noise(3).uniform(like)
+    assert torch.equal(a, b) and bool(((a >= 0) & (a < 1)).all())
+    assert not torch.equal(a, Noise(4).uniform(like))
+    assert torch.equal(ZeroNoise().uniform(like), torch.full_like(like, 0.5))
+    scripted = ScriptedNoise([], uniforms=[0.25, torch.tensor(0.75)])
+    assert float(scripted.uniform(like)[3, 0]) == 0.25 and float(scripted.uniform(like)[0, 0]) == 0.75
+    with pytest.raises(ValueError, match="ran out of uniform draws"):
+        scripted.uniform(like)
+
+
+@pytest.mark.parametrize("nodes", [1, 3, 6])
+def test_gauss_legendre_on_the_unit_interval_is_exact_to_degree_2m_minus_1(nodes):
+    u, w = gauss_legendre_unit(nodes)
+    for k in range(2 * nodes):
+        assert abs(sum(wi * ui**k for ui, wi in zip(u, w)) - 1 / (k + 1)) < 1e-14, k
+    # and not one degree further (the rule is Gaussian, not exact for everything)
+    k = 2 * nodes
+    assert abs(sum(wi * ui**k for ui, wi in zip(u, w)) - 1 / (k + 1)) > 1e-8
+
+
+# ---------------------------------------------------------------------------- expint
+@pytest.mark.parametrize("p", sorted(TABLEAUX))
+def test_runge_kutta_tableaux_satisfy_the_order_conditions(p):
+    """Butcher's order conditions up to order p (and c_i = sum_j a_ij), and the first one of order p + 1 fails."""
+    c, A, b = (np.array(TABLEAUX[p][0]), TABLEAUX[p][1], np.array(TABLEAUX[p][2]))
+    s = len(c)
+    a = np.zeros((s, s))
+    for i, row in enumerate(A):
+        a[i, : len(row)] = row
+    assert np.allclose(a.sum(1), c) and np.allclose(np.triu(a), 0)
+    conditions = {
+        1: [(b.sum(), 1.0)],
+        2: [(b @ c, 1 / 2)],
+        3: [(b @ c**2, 1 / 3), (b @ a @ c, 1 / 6)],
+        4: [(b @ c**3, 1 / 4), (b @ (c * (a @ c)), 1 / 8), (b @ a @ c**2, 1 / 12), (b @ a @ a @ c, 1 / 24)],
+        5: [(b @ c**4, 1 / 5), (b @ a @ a @ a @ c, 1 / 120)],
+    }
+    for order in range(1, p + 1):
+        for value, expected in conditions[order]:
+            assert abs(value - expected) < 1e-14, (order, value, expected)
+    assert any(abs(value - expected) > 1e-3 for value, expected in conditions[p + 1])
+
+
+def test_expint_spends_p_evaluations_a_step_and_rejects_bad_orders():
+    grid = make_grid("li2023", 9)
+    for p in (1, 2, 3, 4):
+        assert get_sampler(f"expint:{p}").nfe(grid) == p * grid.steps
+    for bad in ("expint:5", "expint:0", "expint:two"):
+        with pytest.raises(ValueError, match="expint"):
+            get_sampler(bad)
+
+
+# ---------------------------------------------------------------------------- randomized midpoint
+def test_randomized_runs_are_reproducible_and_cost_two_evaluations_a_step():
+    target, grid = get_target("mix1d"), make_grid("li2023", 9)
+    x = target.sample(6, grid.abar[0], torch.Generator().manual_seed(0))
+    for name in RANDOMIZED:
+        sampler = get_sampler(name)
+        assert sampler.nfe(grid) == 2 * grid.steps
+        first, again = sampler(target, grid, x, Noise(7)), sampler(target, grid, x, Noise(7))
+        assert torch.equal(first, again)
+        assert not torch.allclose(first, sampler(target, grid, x, Noise(8)))
+        with pytest.raises(ValueError, match="stochastic"):
+            sampler(target, grid, x)
+
+
+def test_per_sample_times_cost_one_evaluation_per_batched_call():
+    """A batch whose samples sit at different times is one evaluation (a network takes a level per sample), and
+    each sample gets the score at its own level."""
+    target = get_target("mix1d")
+    model = CountingModel(ExactModel(target))
+    x = torch.linspace(-2, 2, 5, dtype=torch.float64)[:, None]
+    levels = torch.tensor([0.2, 0.5, 0.2, 0.9, 0.5], dtype=torch.float64)
+    together = model.score_per_sample(x, levels)
+    assert model.nfe == 1
+    for i in range(5):
+        assert torch.allclose(together[i], target.score(x[i : i + 1], levels[i])[0], rtol=1e-14, atol=0)
+    grid = make_grid("li2023", 7)
+    counter = CountingModel(ExactModel(target))
+    get_sampler("ode-rmp")(counter, grid, target.sample(8, grid.abar[0], torch.Generator().manual_seed(0)), Noise(1))
+    assert counter.nfe == get_sampler("ode-rmp").nfe(grid) == 2 * grid.steps
+
+
+def test_choose_method_routes_randomized_samplers_and_refuses_where_no_engine_applies():
+    sampler = get_sampler("ode-rmp")
+    assert choose_method(get_target("mix1d"), sampler) == "grid-1d-randomized"
+    for target in (get_target("product-mix1d", d=3), get_target("gaussian", d=2)):
+        with pytest.raises(DivergenceError, match="mixture"):
+            choose_method(target, sampler)
+    grid = make_grid("li2023", 5)
+    with pytest.raises(DivergenceError, match="mixture"):
+        measure(get_target("product-mix1d", d=3), sampler, grid, method="product")
+    with pytest.raises(DivergenceError, match="mixture"):
+        measure(get_target("gaussian", d=1), sampler, grid, method="gaussian")
+
+
+def _two_step_setting():
+    target = get_target("gaussian", d=1)  # N(0.7, 0.5)
+    grid = Grid(torch.tensor([0.3, 0.6, 0.9], dtype=torch.float64), "two-steps")
+    return target, grid
+
+
+@pytest.mark.parametrize("name", RANDOMIZED)
+def test_engine_equals_an_independent_integration_over_the_random_times(name):
+    """On a Gaussian target each step is affine given its time, so the output is the mixture over (u1, u2) of
+    N(A m0 + B, A^2 s0^2). Integrate that mixture with a 16 x 16 Gauss-Legendre rule, A and B read off the
+    sampler's own `run` (scripted uniforms), and compare its TV with the engine's."""
+    target, grid = _two_step_setting()
+    sampler = get_sampler(name)
+    start = initial_law(target, grid, "exact")
+    m0, s0 = float(start.means[0, 0]), math.sqrt(float(start.covs[0, 0, 0]))
+    nodes, weights = gauss_legendre_unit(16)
+    points = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+    y = torch.linspace(-9.0, 10.0, 190_001, dtype=torch.float64)
+    density = torch.zeros_like(y)
+    for u1, w1 in zip(nodes, weights):
+        for u2, w2 in zip(nodes, weights):
+            out = sampler(target, grid, points, ScriptedNoise([], uniforms=[u1, u2]))[:, 0]
+            A, B = float(out[1] - out[0]), float(out[0])
+            mean, std = A * m0 + B, abs(A) * s0
+            density += w1 * w2 * torch.exp(-0.5 * ((y - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
+    q = torch.exp(target.log_prob(y[:, None], grid.abar[-1]))
+    direct = 0.5 * float(torch.trapezoid((density - q).abs(), y))
+    result = measure(target, sampler, grid)["tv"]
+    assert result.method == "grid-1d-randomized"
+    assert direct > 1e-3  # the two steps are coarse: a TV well above the integration's own error
+    assert abs(result.value - direct) < 1e-6 + 3 * result.numerical_error, (result.value, direct, result)
+    assert not result.flagged, result
+
+
+@pytest.mark.parametrize("name", RANDOMIZED)
+def test_each_sample_gets_its_own_random_time_in_every_step(name):
+    """A batch run with per-sample uniform draws equals the runs of each sample alone with its own draws: the
+    sampler's draws are one per sample and step (independent samples of the mixture), not one per batch."""
+    target, grid = get_target("mix1d"), make_grid("li2023", 6)
+    sampler = get_sampler(name)
+    x = target.sample(4, grid.abar[0], torch.Generator().manual_seed(1))
+    u = torch.rand(grid.steps, 4, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    batch = sampler(target, grid, x, ScriptedNoise([], uniforms=list(u)))
+    for i in range(4):
+        alone = sampler(target, grid, x[i : i + 1], ScriptedNoise([], uniforms=[float(v) for v in u[:, i, 0]]))
+        assert torch.allclose(batch[i], alone[0], rtol=0, atol=1e-13)
+    same_time = sampler(target, grid, x, ScriptedNoise([], uniforms=[float(v) for v in u[:, 0, 0]]))
+    assert not torch.allclose(batch[1:], same_time[1:], atol=1e-6)
+
+
+def test_randomized_engine_refuses_bad_node_counts_and_other_samplers():
+    target, grid = get_target("mix1d"), make_grid("li2023", 5)
+    with pytest.raises(DivergenceError, match="quadrature nodes"):
+        measure(target, get_sampler("ode-rmp"), grid, nodes=1)
+    with pytest.raises(DivergenceError, match="no random times"):
+        measure(target, get_sampler("ddpm"), grid, method="grid-1d-randomized")
