@@ -1,7 +1,7 @@
 """How tight is each bound? The largest constant a theorem needs over its class of targets, as T grows.
 
     python -m studies.tightness
-    python -m studies.tightness --sampler ddpm --T 32 128 512 --budget 64
+    python -m studies.tightness --sampler all --T 32 128 512 --budget 64
 
 A theorem bounds a sampler's error by C * shape(T, d) for every target of its class; on one hand-picked target the
 constant it needs (measured / shape) says little about the worst case. This study searches the class for the target
@@ -52,7 +52,7 @@ from theory.rates import RateError, trend
 from theory.schedules import make_grid
 from theory.targets import GaussianMixture
 
-DEFAULT_T = [32, 128, 512]
+DEFAULT_T = [16, 64, 256]
 # The seed paper's samplers by default (under 15 minutes on 2 cores); --sampler all: every sampler with a theorem
 DEFAULT_SAMPLERS = ["ode", "ddim", "ode-accel", "ddpm", "ddpm-accel"]
 KEY = ["sampler", "metric", "schedule", "source_T", "T", "d", "K", "min_var", "budget", "seed"]
@@ -93,7 +93,7 @@ def build_parser():
     parser = study_parser("tightness", __doc__)
     add_flags(parser, sampler=DEFAULT_SAMPLERS, schedule="li2023", T=DEFAULT_T, seed=0, device="cpu",
               threads=1, out=Path("results/tightness"), no_plot=False, scheduler="auto", workers=None)
-    parser.add_argument("--budget", type=integer(1), default=40,
+    parser.add_argument("--budget", type=integer(1), default=32,
                         help="exact evaluations per search (Sobol starts plus Nelder-Mead)")
     parser.add_argument("--starts", type=integer(1), default=16, help="Sobol starts (at most the budget)")
     parser.add_argument("--components", type=integer(1), default=3, help="K, the components of the searched mixtures")
