@@ -23,6 +23,8 @@ FIGURES: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "rates-gaussian-init": ("studies.rates", ["--sampler", "ode", "ddim", "ode-accel", "ddpm", "ddpm-accel",
                                               "--init", "gaussian"], {"rates.png": "rates-gaussian-init.png"}),
     "dimension": ("studies.dimension", [], {"dimension.png": "dimension.png"}),
+    "dimension-subspace": ("studies.dimension", ["--family", "subspace"], {"dimension.png": "dimension-subspace.png"}),
+    "tightness": ("studies.tightness", [], {"tightness.png": "tightness.png"}),
     "score-error": ("studies.score_error", [], {"score_error.png": "score_error.png"}),
     "nfe": ("studies.nfe", [], {"nfe.png": "nfe.png", "nfe_grids.png": "nfe_grids.png"}),
     "geometry": ("studies.geometry", [], {"geometry.png": "geometry.png"}),

@@ -52,8 +52,8 @@ FAMILIES = {
 }
 DEFAULT_FAMILIES = ["gaussian", "product", "mixture"]  # subspace has its own sweep: ask for it by name
 DEFAULT_K = [1, 2, 4, 8]
-DEFAULT_SUBSPACE_D = [16, 64, 256, 1024, 4096]
-DEFAULT_SUBSPACE_T = [32, 64, 128]
+DEFAULT_SUBSPACE_D = [16, 256, 4096]
+DEFAULT_SUBSPACE_T = [32, 128]
 DEFAULT_D = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 DEFAULT_T = [16, 32, 64, 128]
 COLUMNS = ["family", "target", "sampler", "schedule", "k", "d", "T", "metric", "value", "numerical_error", "method",
