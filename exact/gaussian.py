@@ -19,40 +19,53 @@ from theory.schedules import Grid
 from theory.targets import DTYPE, GaussianMixture
 
 
-def _basis_images(fn: Callable[[Tensor], Tensor], centre: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
-    """fn(centre) and the columns fn(centre + b_j) - fn(centre) of an affine fn (its Jacobian times basis)."""
-    points = torch.cat([centre[None], centre[None] + basis.T], 0)
+def _basis_images(fn: Callable[[Tensor], Tensor], centre: Tensor, bases: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    """fn(centre) and, for each basis, the columns fn(centre + b_j) - fn(centre) of an affine fn (its Jacobian
+    times the basis): one call of fn on the centre and every basis's points together."""
+    points = torch.cat([centre[None]] + [centre[None] + basis.T for basis in bases], 0)
     images = fn(points)
-    return images[0], (images[1:] - images[0]).T
+    columns = (images[1:] - images[0]).T.split([basis.shape[1] for basis in bases], 1)
+    return images[0], list(columns)
 
 
-def gaussian_output_law(target: GaussianMixture, sampler: Sampler, grid: Grid, init_mean: Tensor, init_cov: Tensor,
-                        scale: float = 1.0) -> tuple[Tensor, Tensor]:
-    """Mean and covariance of the (exactly Gaussian) output of any sampler on a Gaussian target."""
+def gaussian_output_laws(target: GaussianMixture, sampler: Sampler, grid: Grid, init_mean: Tensor,
+                         init_cov: Tensor, scales: tuple[float, ...] = (1.0,)) -> list[tuple[Tensor, Tensor]]:
+    """Mean and covariance of the (exactly Gaussian) output of any sampler on a Gaussian target, once per basis
+    scale (the engine's error estimate compares two), all from one run of the sampler on 1 + len(scales) d points:
+    the centre (the mean, the same for every scale) and the centre plus each scaled basis."""
     if not target.is_gaussian:
         raise DivergenceError(f"the Gaussian engine needs a one-component target, {target.name!r} has K={target.K}")
     d = target.d
     eye = torch.eye(d, dtype=DTYPE, device=target.device)
     model = CountingModel(ExactModel(target))
     if isinstance(sampler, MarkovSampler):
-        mean, cov = init_mean, init_cov
+        mean, covs = init_mean, [init_cov] * len(scales)
         for step in sampler.transitions(model, grid):
             if step.map is not None:
-                mean, A = _basis_images(step.map, mean, scale * eye)
-                A = A / scale
-                cov = A @ cov @ A.T
-            cov = cov + float(step.std) ** 2 * eye
-        return mean, 0.5 * (cov + cov.T)
+                mean, columns = _basis_images(step.map, mean, [scale * eye for scale in scales])
+                covs = [(A / scale) @ cov @ (A / scale).T for A, scale, cov in zip(columns, scales, covs)]
+            covs = [cov + float(step.std) ** 2 * eye for cov in covs]
+        return [(mean, 0.5 * (cov + cov.T)) for cov in covs]
     if isinstance(sampler, RandomizedSampler):
         raise DivergenceError(f"randomized sampler {sampler.info.name!r}: its output on a Gaussian target is a mixture "
                               "of Gaussians over its random times, not a Gaussian (use grid-1d-randomized in 1-D)")
     if sampler.info.stochastic:
         raise DivergenceError(f"stochastic sampler {sampler.info.name!r} is not written as Gaussian transitions")
     L = torch.linalg.cholesky(init_cov)
-    mean, J = _basis_images(lambda pts: sampler.run(model, grid, pts, ZeroNoise()), init_mean, scale * L)
-    J = J / scale
-    cov = J @ J.T
-    return mean, 0.5 * (cov + cov.T)
+    mean, columns = _basis_images(lambda pts: sampler.run(model, grid, pts, ZeroNoise()), init_mean,
+                                  [scale * L for scale in scales])
+    laws = []
+    for J, scale in zip(columns, scales):
+        J = J / scale
+        cov = J @ J.T
+        laws.append((mean, 0.5 * (cov + cov.T)))
+    return laws
+
+
+def gaussian_output_law(target: GaussianMixture, sampler: Sampler, grid: Grid, init_mean: Tensor, init_cov: Tensor,
+                        scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Mean and covariance of the (exactly Gaussian) output of any sampler on a Gaussian target."""
+    return gaussian_output_laws(target, sampler, grid, init_mean, init_cov, (scale,))[0]
 
 
 def gaussian_kl(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor) -> float:
@@ -126,8 +139,7 @@ def gaussian_engine(target, sampler, grid, init="exact", seed: int = 0, mc_sampl
     """metrics.md method 3. `batch`: points per batch of the Monte Carlo TV (d > 1; None: a memory budget)."""
     p_init = initial_law(target, grid, init)
     m0, S0 = p_init.means[0], p_init.covs[0]
-    mean, cov = gaussian_output_law(target, sampler, grid, m0, S0)
-    mean_b, cov_b = gaussian_output_law(target, sampler, grid, m0, S0, scale=0.5)
+    (mean, cov), (mean_b, cov_b) = gaussian_output_laws(target, sampler, grid, m0, S0, scales=(1.0, 0.5))
     level = grid.abar[-1]
     mq, Sq = target.mean(level), target.covariance(level)
     kl = gaussian_kl(mean, cov, mq, Sq)

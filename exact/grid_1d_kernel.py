@@ -23,25 +23,27 @@ from theory.targets import DTYPE, GaussianMixture
 
 
 def _lagrange_interpolate(values: Tensor, lo: float, h: float, u: Tensor, order: int = 8) -> Tensor:
-    """Interpolate uniform-grid samples at points u with a centred local Lagrange stencil of `order` nodes:
-    sum_j values[node_j] prod_(k != j) t_k / (j - k), t_k = (u - z_(node_k)) / h, the products over k != j taken as
-    (prefix product up to j) x (suffix product after j), so the cost is a few passes over (n, order), not order^2."""
+    """Interpolate uniform-grid samples at points u with a local Lagrange stencil of `order` nodes (centred, shifted
+    inwards at the ends), in barycentric form: with t_j = (u - z_(node_j)) / h and the equispaced weights
+    w_j = (-1)^j C(order - 1, j),  p(u) = sum_j (w_j / t_j) values_j / sum_j (w_j / t_j)  (Berrut & Trefethen 2004,
+    the second barycentric formula; exact for polynomials of degree < order), and p(u) = values_j where t_j = 0."""
     G = values.numel()
     s = (u - lo) / h
     start = (torch.floor(s) - (order // 2 - 1)).long().clamp(0, G - order)
     nodes = start[:, None] + torch.arange(order, device=u.device)  # (n, order)
     t = s[:, None] - nodes.to(s.dtype)  # offsets from each node, in units of h
-    ones = torch.ones_like(t[:, :1])
-    prefix = torch.cumprod(torch.cat([ones, t[:, :-1]], 1), 1)  # prod_(k < j) t_k
-    suffix = torch.cumprod(torch.cat([ones, t.flip(1)[:, :-1]], 1), 1).flip(1)  # prod_(k > j) t_k
-    return (prefix * suffix * _lagrange_denominators(order, t) * values[nodes]).sum(-1)
+    on_node = t == 0
+    weights = _barycentric_weights(order, t) / torch.where(on_node, torch.ones_like(t), t)
+    at = values[nodes]
+    out = (weights * at).sum(-1) / weights.sum(-1)
+    hit = on_node.any(-1)
+    return torch.where(hit, (at * on_node).sum(-1), out)
 
 
-def _lagrange_denominators(order: int, like: Tensor) -> Tensor:
-    """1 / prod_(k != j) (j - k) for j = 0 .. order - 1."""
-    j = torch.arange(order, dtype=like.dtype, device=like.device)
-    gaps = j[:, None] - j[None, :]
-    return 1.0 / torch.where(gaps == 0, torch.ones_like(gaps), gaps).prod(1)
+def _barycentric_weights(order: int, like: Tensor) -> Tensor:
+    """(-1)^j C(order - 1, j), j = 0 .. order - 1: the barycentric weights of equispaced nodes."""
+    return torch.tensor([(-1.0) ** j * math.comb(order - 1, j) for j in range(order)], dtype=like.dtype,
+                        device=like.device)
 
 
 def _pushforward(p: Tensor, z: Tensor, lo: float, h: float, m: Callable[[Tensor], Tensor], what: str) -> Tensor:

@@ -52,12 +52,13 @@ REVERSAL = GaussianMixture(
 
 
 def test_ddpm_accel_beating_ddpm_in_tv_is_not_universal():
-    """At T = 64 ddpm-accel has the larger TV on this mixture although its KL is smaller; by T = 256 the TV
-    ordering is back to the usual one."""
+    """At T = 64 ddpm-accel has the larger TV on this mixture although its KL is smaller; by T = 128 the TV
+    ordering is back to the usual one (0.01956 against 0.01978, each with a numerical error below 4e-7; at T = 96
+    it is not yet)."""
     accel, plain = _errors(REVERSAL, "ddpm-accel"), _errors(REVERSAL, "ddpm")
     assert _clearly_below(plain["tv"], accel["tv"])
     assert _clearly_below(accel["kl"], plain["kl"])
-    accel, plain = _errors(REVERSAL, "ddpm-accel", 256), _errors(REVERSAL, "ddpm", 256)
+    accel, plain = _errors(REVERSAL, "ddpm-accel", 128), _errors(REVERSAL, "ddpm", 128)
     assert _clearly_below(accel["tv"], plain["tv"])
 
 

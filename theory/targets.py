@@ -255,8 +255,9 @@ class GaussianMixture(ScoreDerived):
         score = (r[..., None] * g).sum(0)
         return ScoreParts(score, r, g, ge, inv_c)
 
-    def score_jvp(self, parts: "ScoreParts", level: Tensor, v: Tensor | None, dlevel: Tensor | None) -> Tensor:
-        """The derivative of the score along (v, dlevel): J v + (d score / d abar) dlevel, with
+    def score_jvp(self, parts: "ScoreParts", level: Tensor, v: Tensor | None, dlevel: Tensor | None,
+                  scale: Tensor | float = 1.0) -> Tensor:
+        """The derivative of the score along (v, dlevel), times `scale`: J v + (d score / d abar) dlevel, with
 
             J v = -sum_k r_k C_k^{-1} v + sum_k r_k g_k (g_k . v) - s (s . v)        (J = score_jacobian, symmetric)
 
@@ -270,9 +271,10 @@ class GaussianMixture(ScoreDerived):
         if v is not None and self.d == 1:
             # One number per point: J = sum_k r_k (g_k^2 - 1/c_k) - s^2.
             slope = (r * (g[..., 0] * g[..., 0] - parts.inv_c)).sum(0) - score[:, 0] * score[:, 0]
-            out = slope[:, None] * v
+            out = (scale * slope)[:, None] * v
         elif v is not None:
-            out = _ScoreJacobianProduct.apply(v, r, g, score, parts.inv_c, self)
+            scale = torch.as_tensor(scale, dtype=score.dtype, device=score.device)
+            out = _ScoreJacobianProduct.apply(v, r, g, score, parts.inv_c, scale, self)
         if dlevel is not None:
             means = self.means if self.diagonal else torch.einsum("ki,kij->kj", self.means, self.eigvecs)
             dy = (-0.5 / torch.sqrt(level)) * means[:, None, :]  # (K, 1, d) per unit dlevel
@@ -282,20 +284,25 @@ class GaussianMixture(ScoreDerived):
             dlogit = (ge * dy + 0.5 * ge * ge * dc).sum(-1) - 0.5 * (parts.inv_c * (self.eigvals - 1)).sum(-1)[:, None]
             dr = r * (dlogit - (r * dlogit).sum(0))
             dg = dge if self.diagonal else torch.einsum("kij,knj->kni", self.eigvecs, dge)
-            along_level = dlevel * (dr[..., None] * g + r[..., None] * dg).sum(0)
+            along_level = (scale * dlevel) * (dr[..., None] * g + r[..., None] * dg).sum(0)
             out = along_level if out is None else out + along_level
         return torch.zeros_like(score) if out is None else out
 
-    def jacobian_product(self, v: Tensor, r: Tensor, g: Tensor, score: Tensor, inv_c: Tensor) -> Tensor:
-        """J v = -sum_k r_k C_k^{-1} v + sum_k r_k g_k (g_k . v) - s (s . v) from the parts of score_parts; every
-        argument may carry leading batch dimensions (broadcast), so that many v at once are matrix products."""
-        if self.diagonal:
-            out = -torch.einsum("...kn,...kd->...nd", r, inv_c) * v
-        else:
-            ve = torch.einsum("...ni,kij->...knj", v, self.eigvecs)
-            out = -torch.einsum("kij,...knj->...ni", self.eigvecs, (r[..., None] * inv_c[..., None, :]) * ve)
+    def jacobian_product(self, v: Tensor, r: Tensor, g: Tensor, score: Tensor, inv_c: Tensor,
+                         scale: Tensor | float = 1.0) -> Tensor:
+        """scale J v, J v = -sum_k r_k C_k^{-1} v + sum_k r_k g_k (g_k . v) - s (s . v), from the parts of
+        score_parts. Every argument may carry leading batch dimensions (broadcast), so that many v at once are
+        matrix products; the rank-(K + 1) part is one product with [g_1 .. g_K, s], so that a batch of v costs two
+        passes over its size (the product and one fused multiply-add) for diagonal targets."""
         gv = torch.einsum("...knd,...nd->...kn", g, v)
-        return out + torch.einsum("...kn,...knd->...nd", r * gv, g) - score * torch.einsum("...nd,...nd->...n", score, v)[..., None]
+        sv = torch.einsum("...nd,...nd->...n", score, v)
+        coefficients = torch.cat([r * gv, -sv[..., None, :]], -2) * scale  # (..., K + 1, n)
+        directions = torch.cat([g, score[..., None, :, :]], -3)  # (..., K + 1, n, d)
+        out = torch.einsum("...kn,...knd->...nd", coefficients, directions)
+        if self.diagonal:
+            return out.addcmul_(torch.einsum("...kn,...kd->...nd", r, inv_c) * scale, v, value=-1)
+        ve = torch.einsum("...ni,kij->...knj", v, self.eigvecs)
+        return out - scale * torch.einsum("kij,...knj->...ni", self.eigvecs, (r[..., None] * inv_c[..., None, :]) * ve)
 
     def score_jacobian(self, x: Tensor, abar) -> Tensor:
         """d score / d x, shape (n, d, d): sum_k r_k (-C_k^{-1}) + Cov_r[g_k], g_k = -C_k^{-1}(x - m_k)."""
@@ -386,8 +393,8 @@ class _ScoreJacobianProduct(_QuickFunction):
     are refused: the parts are treated as constants here."""
 
     @staticmethod
-    def forward(v, r, g, score, inv_c, target):
-        return target.jacobian_product(v, r, g, score, inv_c)
+    def forward(v, r, g, score, inv_c, scale, target):
+        return target.jacobian_product(v, r, g, score, inv_c, scale)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -398,10 +405,13 @@ class _ScoreJacobianProduct(_QuickFunction):
         raise RuntimeError("second derivatives of the mixture score are not implemented")
 
     @staticmethod
-    def vmap(info, in_dims, v, r, g, score, inv_c, target):
-        # Batch dimensions go first; jacobian_product broadcasts leading dimensions.
+    def vmap(info, in_dims, v, r, g, score, inv_c, scale, target):
+        # Batch dimensions go first; jacobian_product broadcasts leading dimensions (a batched scale gets room for
+        # the dimensions it multiplies).
         args = [a if dim is None else a.movedim(dim, 0) for a, dim in zip((v, r, g, score, inv_c), in_dims)]
-        return target.jacobian_product(*args), 0
+        if in_dims[5] is not None:
+            scale = scale.movedim(in_dims[5], 0)[:, None, None]
+        return target.jacobian_product(*args, scale), 0
 
 
 class _MixtureScore(_QuickFunction):
@@ -431,14 +441,13 @@ class _MixtureScore(_QuickFunction):
 
     @staticmethod
     def _derivative(ctx, dx, dlevel):
-        """d out along (dx, dlevel); eps = f s with f = -sqrt(1 - abar), f' = 1 / (2 sqrt(1 - abar))."""
+        """d out along (dx, dlevel); eps = f s with f = -sqrt(1 - abar), f' = 1 / (2 sqrt(1 - abar)) = -1 / (2 f)."""
         level, *parts = ctx.saved_tensors
         parts = ScoreParts(*parts)
-        d_score = ctx.target.score_jvp(parts, level, dx, dlevel)
         if not ctx.as_eps:
-            return d_score
+            return ctx.target.score_jvp(parts, level, dx, dlevel)
         factor = -torch.sqrt(1 - level)
-        out = factor * d_score
+        out = ctx.target.score_jvp(parts, level, dx, dlevel, scale=factor)
         if dlevel is not None:
             out = out - (dlevel / (2 * factor)) * parts.score
         return out
