@@ -29,15 +29,14 @@ def _lagrange_interpolate(values: Tensor, lo: float, h: float, u: Tensor, order:
     the second barycentric formula; exact for polynomials of degree < order), and p(u) = values_j where t_j = 0."""
     G = values.numel()
     s = (u - lo) / h
-    start = (torch.floor(s) - (order // 2 - 1)).long().clamp(0, G - order)
+    below = torch.floor(s)
+    start = (below - (order // 2 - 1)).long().clamp(0, G - order)
     nodes = start[:, None] + torch.arange(order, device=u.device)  # (n, order)
     t = s[:, None] - nodes.to(s.dtype)  # offsets from each node, in units of h
-    on_node = t == 0
-    weights = _barycentric_weights(order, t) / torch.where(on_node, torch.ones_like(t), t)
-    at = values[nodes]
-    out = (weights * at).sum(-1) / weights.sum(-1)
-    hit = on_node.any(-1)
-    return torch.where(hit, (at * on_node).sum(-1), out)
+    hit = s == below  # u on a node: the formula's 0/0 is replaced by that node's value
+    weights = _barycentric_weights(order, t) / torch.where(t == 0, torch.ones_like(t), t)
+    out = (weights * values[nodes]).sum(-1) / weights.sum(-1)
+    return torch.where(hit, values[below.long().clamp(0, G - 1)], out)
 
 
 def _barycentric_weights(order: int, like: Tensor) -> Tensor:
@@ -71,7 +70,8 @@ def _pushforward_together(densities: list[tuple[Tensor, Tensor, float, float]], 
         if torch.any(dmz <= 0):
             where = float(z[torch.nonzero(dmz <= 0)[0, 0]])
             raise DivergenceError(f"{what}: the transition's mean map is not increasing at x = {where:.4g}")
-        inside = (z > mz[0]) & (z < mz[-1])
+        # The nodes strictly inside the image (m(z_0), m(z_-1)): a contiguous range, since z increases.
+        inside = slice(int(torch.searchsorted(z, mz[0], right=True)), int(torch.searchsorted(z, mz[-1])))
         target_z = z[inside]
         idx = torch.searchsorted(mz, target_z).clamp(1, z.numel() - 1)
         y0, y1, x0, x1 = mz[idx - 1], mz[idx], z[idx - 1], z[idx]

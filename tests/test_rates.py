@@ -52,6 +52,20 @@ def _repo():
     return Path(__file__).resolve().parents[1]
 
 
+def _run_here(args, capsys) -> tuple[int, str]:
+    """`python -m studies.rates ARGS` in this process (exit status, stderr): bad input must stop before any work, so
+    an interpreter start per case (3 to 4 s, mostly importing torch) would be the whole cost of these tests; the
+    end-to-end tests below still run the module as its own process."""
+    from studies import rates
+
+    try:
+        rates.main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [
@@ -62,22 +76,22 @@ def _repo():
         (["--metric", "w3"], "metric 'w3' is not available"),
     ],
 )
-def test_bad_input_exits_2_with_one_line_and_no_rows(tmp_path, args, needle):
+def test_bad_input_exits_2_with_one_line_and_no_rows(tmp_path, capsys, args, needle):
     out = tmp_path / "out"
-    proc = _run([*args, "--T", "8", "--out", str(out), "--no-plot"] if "--T" not in args else
-                [*args, "--out", str(out), "--no-plot"], cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if "error" in line]
-    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    code, stderr = _run_here([*args, "--T", "8", "--out", str(out), "--no-plot"] if "--T" not in args else
+                             [*args, "--out", str(out), "--no-plot"], capsys)
+    assert code == 2, stderr
+    lines = [line for line in stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and needle in lines[0], stderr
     csv = out / "rates.csv"
     assert not csv.exists() or len(pd.read_csv(csv)) == 0
 
 
-def test_bad_weights_in_a_json_target(tmp_path):
+def test_bad_weights_in_a_json_target(tmp_path, capsys):
     path = tmp_path / "t.json"
     path.write_text(json.dumps({"weights": [0.5, 0.6], "means": [[0.0], [1.0]], "covs": [[[1.0]], [[1.0]]]}))
-    proc = _run(["--target", str(path), "--T", "8", "--out", str(tmp_path / "o"), "--no-plot"], cwd=tmp_path)
-    assert proc.returncode == 2 and "sum to one" in proc.stderr
+    code, stderr = _run_here(["--target", str(path), "--T", "8", "--out", str(tmp_path / "o"), "--no-plot"], capsys)
+    assert code == 2 and "sum to one" in stderr
 
 
 def test_a_small_sweep_writes_tidy_rows_resumes_and_plots(tmp_path):
