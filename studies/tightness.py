@@ -22,8 +22,9 @@ followed in T as well.
 
 For each theorem the table gives the worst constant found at each T, the constant on mix1d rescaled into the class
 (E x^2 = 1; it is also the first start of every search with K = 3) for comparison, and the
-trend of the worst constant in T (theory.rates.trend): 'falling' means the bound is loose in T even at the worst
-target found, 'steady' tight, and 'rising' that the bound's shape is contradicted on its own class (the search
+slope of log(worst constant) in log T with its 95% interval: 'falling' (the interval below -0.1) means the bound is
+loose in T even at the worst target found, 'steady' (within +-0.1) tight, 'rising' (above 0.1) that the bound's shape
+is contradicted on its own class, and anything else is reported as undecided (the search
 gives a lower bound on the worst constant, so a rising lower bound is evidence against the theorem's shape, or
 against this class meeting its assumptions). Writes DIR/tightness.csv (one row per search and T at which its
 winner is measured: source_T = T is the search's own), DIR/worst-<sampler>-<metric>-T<T>.json (target files that
@@ -48,7 +49,7 @@ from samplers import get_sampler
 from studies.common import Skip, Study, add_flags, integer, real, sampler_list, study_parser
 from theory.bounds import THEOREMS, theorems_for
 from theory.catalog import get_target
-from theory.rates import RateError, trend
+from theory.rates import RateError, fit_order
 from theory.schedules import make_grid
 from theory.targets import GaussianMixture
 
@@ -59,7 +60,7 @@ KEY = ["sampler", "metric", "schedule", "source_T", "T", "d", "K", "min_var", "b
 COLUMNS = KEY + ["value", "numerical_error", "method", "evaluations", "refused", "weights", "means", "variances",
                  "seconds"]
 CONSTANT_COLUMNS = ["theorem", "sampler", "metric", "T", "shape", "worst_value", "worst_constant",
-                    "mix1d_constant", "trend", "verdict"]
+                    "mix1d_constant", "slope", "trend", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,26 @@ def jobs(args, device) -> list[Job]:
             for name in names for metric in dict.fromkeys(t.metric for t in theorems_for(name)) for T in Ts]
 
 
+def classify(Ts, constants) -> tuple[str, str]:
+    """The worst constant's trend in T: the least-squares slope of log constant against log T with its 95% interval
+    (theory.rates.fit_order over every T). 'rising' or 'falling' when the interval clears +-0.1, 'steady' when it
+    lies within +-0.1, otherwise undecided (too few T, or too noisy), said so rather than called steady."""
+    if len(Ts) < 3:
+        return "undecided: a trend needs 3 or more T", ""
+    try:
+        fit = fit_order(Ts, constants, decreasing=False, window=len(Ts))
+    except RateError as err:
+        return f"undecided: {err}", ""
+    slope = f"{fit.order:.2f} [{fit.low:.2f}, {fit.high:.2f}]"
+    if fit.low > 0.1:
+        return "rising", slope
+    if fit.high < -0.1:
+        return "falling", slope
+    if -0.1 <= fit.low and fit.high <= 0.1:
+        return "steady", slope
+    return f"undecided: slope {slope} in log T", slope
+
+
 def summarise(frame: pd.DataFrame, args) -> pd.DataFrame:
     """Per theorem and T: the worst constant found (the largest error at T among every search's winner), mix1d's
     constant, and the worst constant's trend in T."""
@@ -248,17 +269,16 @@ def summarise(frame: pd.DataFrame, args) -> pd.DataFrame:
                 shape = theorem.shape(T, 1)
                 ref = measure(compare, get_sampler(name), make_grid(args.schedule, int(T)))[theorem.metric]
                 per_T.append((T, shape, worst, worst / shape, ref.value / shape))
-            try:
-                moving = trend([p[0] for p in per_T], [p[3] for p in per_T]) if len(per_T) >= 3 else "n/a"
-            except RateError:
-                moving = "n/a"
-            verdict = {"rising": "contradicted on its class: the worst constant grows with T",
+            moving, slope = classify([p[0] for p in per_T], [p[3] for p in per_T])
+            verdict = {"rising": "the worst constant grows with T: the shape is contradicted on its class",
                        "steady": "tight in shape at the worst target found",
-                       "falling": "loose in T even at the worst target found"}.get(moving, "a trend needs 3 or more T")
+                       "falling": "loose in T even at the worst target found"}.get(moving, moving)
+            if getattr(theorem, "bound", "upper") == "lower":
+                verdict = "a lower bound: a worst-case search does not test it (" + verdict + ")"
             for T, shape, worst, constant, ref_constant in per_T:
                 rows.append({"theorem": theorem.id, "sampler": name, "metric": theorem.metric, "T": int(T),
                              "shape": shape, "worst_value": worst, "worst_constant": constant,
-                             "mix1d_constant": ref_constant, "trend": moving, "verdict": verdict})
+                             "mix1d_constant": ref_constant, "slope": slope, "trend": moving, "verdict": verdict})
     return pd.DataFrame(rows, columns=CONSTANT_COLUMNS)
 
 
@@ -282,8 +302,8 @@ def print_table(constants: pd.DataFrame, out=None) -> None:
     for (theorem, name), rows in constants.groupby(["theorem", "sampler"], sort=False):
         cells = ", ".join(f"T={r.T}: {r.worst_constant:.3g} (rescaled mix1d {r.mix1d_constant:.3g})"
                           for r in rows.itertuples())
-        print(f"{theorem} on {name} ({rows['metric'].iloc[0].upper()}): worst constant {cells}; "
-              f"{rows['trend'].iloc[0]}: {rows['verdict'].iloc[0]}", file=out)
+        print(f"{theorem} on {name} ({rows['metric'].iloc[0].upper()}): worst constant {cells}; slope in log T "
+              f"{rows['slope'].iloc[0] or 'n/a'}; {rows['verdict'].iloc[0]}", file=out)
 
 
 def figures(frame: pd.DataFrame, args) -> list[Path]:
