@@ -11,11 +11,10 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import Tensor
-
-from typing import Callable
 
 from theory.schedules import Grid
 from theory.targets import DTYPE, GaussianMixture, gaussian

@@ -27,7 +27,7 @@ def test_score_and_eps_derivatives_in_the_level_match_finite_differences(name, d
     weights = torch.randn(x.shape, dtype=DTYPE, generator=torch.Generator().manual_seed(1))
     for fn in (target.score, target.eps):
         numeric = (fn(x, level + step) - fn(x, level - step)) / (2 * step)
-        _, forward = torch.func.jvp(lambda a: fn(x, a), (level,), (torch.ones_like(level),))
+        _, forward = torch.func.jvp(lambda a, fn=fn: fn(x, a), (level,), (torch.ones_like(level),))
         assert torch.allclose(forward, numeric, rtol=1e-7, atol=1e-7 * float(numeric.abs().max()))
         a = level.clone().requires_grad_(True)
         (reverse,) = torch.autograd.grad((fn(x, a) * weights).sum(), a)
