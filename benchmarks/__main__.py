@@ -203,7 +203,11 @@ def main(argv=None) -> None:
         skipped = ""
         if job.reference == "long" and args.reference != "all" and reference_repeats:
             reference_repeats, skipped = 0, "reference left out (long; --reference all)"
-        new, ref = run_job(job, repeats, reference_repeats)
+        try:
+            new, ref = run_job(job, repeats, reference_repeats)
+        except RuntimeError as err:  # a failing job is reported in its row; the others still run
+            print(f"{job.name:<15} failed: {str(err).strip().splitlines()[-1]}", flush=True)
+            continue
         if ref is None:
             ref_text, ratio, same = "-", "-", "-"
         else:
