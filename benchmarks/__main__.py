@@ -49,7 +49,8 @@ class Job:
 JOBS = [
     Job("main", "studies.rates --sampler ode-accel (mix1d, T 8..1024, grid-1d-flow)",
         study=["--sampler", "ode-accel"]),
-    Job("ddpm-1024", "studies.rates --sampler ddpm --T 1024 (grid-1d-kernel)", study=["--sampler", "ddpm", "--T", "1024"]),
+    Job("ddpm-1024", "studies.rates --sampler ddpm --T 1024 (grid-1d-kernel)",
+        study=["--sampler", "ddpm", "--T", "1024"]),
     Job("all-short", "studies.rates --sampler all --T 8 16 32 64 (14 samplers)",
         study=["--sampler", "all", "--T", "8", "16", "32", "64"]),
     Job("all", "studies.rates --sampler all (14 samplers, T 8..1024)", study=["--sampler", "all"], reference="long"),
@@ -142,7 +143,9 @@ class _nothing:
 
 
 def run_job(job: Job, repeats: int, reference_repeats: int) -> tuple[Timing, Timing | None]:
-    once = (lambda ref: _study_once(job.study, ref)) if job.study is not None else (lambda ref: _engine_once(job.engine, ref))
+    def once(reference: bool) -> tuple[float, dict]:
+        return _study_once(job.study, reference) if job.study is not None else _engine_once(job.engine, reference)
+
     new = Timing()
     for _ in range(repeats):
         seconds, new.values = once(False)
@@ -200,7 +203,11 @@ def main(argv=None) -> None:
         skipped = ""
         if job.reference == "long" and args.reference != "all" and reference_repeats:
             reference_repeats, skipped = 0, "reference left out (long; --reference all)"
-        new, ref = run_job(job, repeats, reference_repeats)
+        try:
+            new, ref = run_job(job, repeats, reference_repeats)
+        except RuntimeError as err:  # a failing job is reported in its row; the others still run
+            print(f"{job.name:<15} failed: {str(err).strip().splitlines()[-1]}", flush=True)
+            continue
         if ref is None:
             ref_text, ratio, same = "-", "-", "-"
         else:

@@ -36,6 +36,9 @@ METHODS: dict[str, Callable[..., dict[str, Measurement]]] = {
 
 # The methods whose numbers depend on a Monte Carlo seed (they take `seed=`).
 SEEDED = ("gaussian", "flow-mc", "product", "subspace", "path-kl")
+# The methods that evaluate many points and take `batch=` (points per batch, None: a memory budget of their own;
+# the numbers do not depend on it): studies pass --batch to these only.
+BATCHED = ("gaussian", "flow-mc", "product")
 
 
 def choose_method(target, sampler: Sampler) -> str:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import Tensor
-
-from typing import Callable
 
 from theory.schedules import Grid
 from theory.targets import DTYPE, GaussianMixture, gaussian
@@ -87,14 +86,15 @@ def trapezoid(values: Tensor, h: float) -> Tensor:
 # a plain tensor, i.e. most of a sampler's arithmetic, through a Python decomposition costing ~0.5 ms each.
 def map_and_slope(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
     """F(x) and F'(x) at points x of shape (n,) for a map F acting on each point alone (d/dx_i sum_j F(x_j) =
-    F'(x_i)), by one reverse-mode pass. A map that ignores its input has slope zero."""
+    F'(x_i)), by one reverse-mode pass. A map whose output has no reverse-mode history (a sampler that runs under
+    torch.no_grad, which stops reverse mode but not forward mode) is differentiated in forward mode instead."""
     with torch.enable_grad():
         points = x.detach().requires_grad_(True)
         values = fn(points)
-        slope = None
         if values.requires_grad:
             (slope,) = torch.autograd.grad(values.sum(), points, allow_unused=True)
-    return values.detach(), torch.zeros_like(x) if slope is None else slope
+            return values.detach(), torch.zeros_like(x) if slope is None else slope
+    return torch.func.jvp(fn, (x.detach(),), (torch.ones_like(x),))
 
 
 BATCHED_ROWS_FROM = 17  # dimension from which map_and_jacobian batches its backward passes (see there)
@@ -108,22 +108,27 @@ def map_and_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor,
     of torch.func.vjp (the forward pass is not vmapped, so samplers with Python control flow run unchanged; the
     mixture score brings its own batching rule): about twice as fast at d = 32 to 64. Below, they run one at a time
     on plain autograd: as fast there, and free of the one-time import of torch._dynamo (about 2.5 s) that functorch's
-    vjp triggers in a fresh process. Should some backward formula refuse vmap, the rows go one at a time too."""
-    if x.shape[1] >= BATCHED_ROWS_FROM:  # a map of R^d to itself: d_out = d
-        try:
-            values, backward = torch.func.vjp(fn, x.detach())
-            n, d_out = values.shape
-            basis = torch.eye(d_out, dtype=values.dtype, device=values.device)[:, None, :].expand(d_out, n, d_out)
-            (rows,) = torch.func.vmap(backward)(basis)
-            return values, rows.transpose(0, 1)  # J[n, i, j] = dF_i/dx_j at x_n
-        except RuntimeError:
-            pass
+    vjp triggers in a fresh process. Should some backward formula refuse vmap, the rows go one at a time too; a map
+    whose output has no reverse-mode history (a sampler under torch.no_grad) gets its columns by forward mode."""
     with torch.enable_grad():
         points = x.detach().requires_grad_(True)
         values = fn(points)
     n, d_out = values.shape
     if not values.requires_grad:
-        return values.detach(), x.new_zeros(n, d_out, x.shape[1])
+        # No reverse-mode history (a sampler under torch.no_grad): the columns by forward mode, d tangents.
+        d = x.shape[1]
+        eye = torch.eye(d, dtype=x.dtype, device=x.device)[:, None, :].expand(d, n, d)
+        _, columns = torch.func.vmap(lambda v: torch.func.jvp(fn, (x.detach(),), (v,)))(eye)
+        return values.detach(), columns.permute(1, 2, 0)
+    if d_out >= BATCHED_ROWS_FROM:
+        # One more forward pass, under functorch (a small price next to d backward passes).
+        basis = torch.eye(d_out, dtype=values.dtype, device=values.device)[:, None, :].expand(d_out, n, d_out)
+        try:
+            primal, backward = torch.func.vjp(fn, x.detach())
+            (rows,) = torch.func.vmap(backward)(basis)
+            return primal, rows.transpose(0, 1)  # J[n, i, j] = dF_i/dx_j at x_n
+        except RuntimeError:
+            pass
     rows = []
     for i in range(d_out):
         (row,) = torch.autograd.grad(values[:, i].sum(), points, retain_graph=i < d_out - 1, allow_unused=True)

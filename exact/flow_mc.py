@@ -16,8 +16,8 @@ grid's last level,
 and both come with their Monte Carlo standard error std / sqrt(n). The map must be a diffeomorphism for the formula
 to hold; a Jacobian with non-positive determinant at a drawn point means it is not one there, and the engine says so.
 
-Cost: one forward pass per batch of draws and d backward passes batched into one (exact.base.map_and_jacobian), the
-batch sized to a memory budget (`batch` points per batch overrides it). The mixture score's derivative is written out
+Cost: one forward pass per batch of draws and d backward passes (exact.base.map_and_jacobian: one at a time up to
+d = 16, batched into one above), the batch sized to a memory budget (`batch` points per batch overrides it). The mixture score's derivative is written out
 (theory.targets), so a draw costs O(K d^2 T) for diagonal targets, O(K d^3 T) for rotated ones. The draws are taken
 at once, so the numbers do not depend on the batch size; every tensor stays on the target's device, and the only
 transfers to the host are the final scalars (and, for a refusal, the point it names).

@@ -110,8 +110,8 @@ def _pushforward_together(densities: list[tuple[Tensor, Tensor, float, float]], 
             dmu = dmu - torch.cat(pieces)
             break
     out = []
-    for (p, z, lo, h), (inside, target_z), u_i, dmu_i in zip(densities, targets, u.split([t.numel() for _, t in targets]),
-                                                           dmu.split([t.numel() for _, t in targets])):
+    counts = [t.numel() for _, t in targets]
+    for (p, z, lo, h), (inside, _), u_i, dmu_i in zip(densities, targets, u.split(counts), dmu.split(counts)):
         pushed = torch.zeros_like(p)
         pushed[inside] = (_lagrange_interpolate(p, lo, h, u_i) / dmu_i).clamp_min(0.0)
         out.append(pushed)

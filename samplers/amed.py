@@ -200,11 +200,13 @@ class AMEDBase(EDMSolver):
         if self.predictor.freqs.device != x.device:  # (never inside a functorch transform on CPU: .to() there crashes)
             self.predictor.to(x.device)
         history: dict = {}
-        with torch.no_grad():
-            for n in range(t.numel() - 1):
-                eps, features = view.eps_and_features(x, t[n])
+        for n in range(t.numel() - 1):
+            eps, features = view.eps_and_features(x, t[n])
+            # The predictor's parameters need no graph when sampling; the run itself keeps its derivative in x
+            # (the exact engines differentiate it in reverse mode, which torch.no_grad would stop).
+            with torch.no_grad():
                 r, c = self.predictor(t[n], t[n + 1], features)
-                x = amed_interval(self.base, view, x, t[n], t[n + 1], r, c, eps, history)
+            x = amed_interval(self.base, view, x, t[n], t[n + 1], r, c, eps, history)
         return x
 
     def schedule(self, grid: Grid) -> list[tuple[float, float]]:

@@ -27,7 +27,7 @@ def test_score_and_eps_derivatives_in_the_level_match_finite_differences(name, d
     weights = torch.randn(x.shape, dtype=DTYPE, generator=torch.Generator().manual_seed(1))
     for fn in (target.score, target.eps):
         numeric = (fn(x, level + step) - fn(x, level - step)) / (2 * step)
-        _, forward = torch.func.jvp(lambda a: fn(x, a), (level,), (torch.ones_like(level),))
+        _, forward = torch.func.jvp(lambda a, fn=fn: fn(x, a), (level,), (torch.ones_like(level),))
         assert torch.allclose(forward, numeric, rtol=1e-7, atol=1e-7 * float(numeric.abs().max()))
         a = level.clone().requires_grad_(True)
         (reverse,) = torch.autograd.grad((fn(x, a) * weights).sum(), a)
@@ -104,3 +104,29 @@ def test_a_bad_batch_is_refused_by_name(bad):
     with pytest.raises(DivergenceError, match="batch must be an integer >= 1"):
         measure(get_target("mix2d"), get_sampler("ddim"), make_grid("li2023", 4), method="flow-mc", samples=10,
                 batch=bad)
+
+
+def test_reverse_mode_slopes_equal_forward_mode_for_every_registered_sampler():
+    """The 1-D engines take F' from one reverse-mode pass; torch.no_grad inside a sampler would stop reverse mode
+    (not forward mode) silently where it detaches part of the run. For every registered deterministic sampler the
+    reverse-mode slope equals forward mode's (torch.func.jvp), and so does every Markov sampler's transition map."""
+    from exact.base import map_and_slope
+    from samplers import sampler_names
+    from samplers.base import MarkovSampler
+
+    target, grid = get_target("mix1d"), make_grid("li2023", 8)
+    x = torch.linspace(-3.0, 3.0, 9, dtype=DTYPE)
+    model = CountingModel(ExactModel(target))
+    for name in sampler_names():
+        sampler = get_sampler(name)
+        if isinstance(sampler, MarkovSampler):
+            maps = [step.map for step in sampler.transitions(model, grid) if step.map is not None]
+            runs = [lambda p, m=m: m(p[:, None])[:, 0] for m in maps]
+        elif not sampler.info.stochastic:
+            runs = [lambda p, s=sampler: s.run(model, grid, p[:, None], None)[:, 0]]
+        else:
+            continue
+        for run in runs:
+            _, reverse = map_and_slope(run, x)
+            _, forward = torch.func.jvp(run, (x,), (torch.ones_like(x),))
+            assert torch.allclose(reverse, forward, rtol=1e-12, atol=1e-14), name

@@ -32,7 +32,8 @@ from theory.schedules import make_grid
 
 PINNED = json.loads((Path(__file__).parent / "data" / "pinned_main.json").read_text())
 RELATIVE = 1e-12
-TOLERANCE = {("gaussian", "w2"): 1e-9, ("grid-1d-kernel", "kl"): 1e-11, ("product", "kl"): 1e-11}  # see the module docstring
+# (method, metric): relative tolerance, for the reasons in the module docstring
+TOLERANCE = {("gaussian", "w2"): 1e-9, ("grid-1d-kernel", "kl"): 1e-11, ("product", "kl"): 1e-11}
 
 
 def _case_id(case: dict) -> str:

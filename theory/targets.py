@@ -248,7 +248,8 @@ class GaussianMixture(ScoreDerived):
         diff = x[None] - scaled_means  # (K, n, d)
         y = diff if self.diagonal else torch.einsum("kni,kij->knj", diff, self.eigvecs)
         ge = -y * inv_c[:, None, :]
-        logits = offset[:, None] + 0.5 * (y * ge).sum(-1)  # log w_k - (log det C_k + (x - m_k)^T C_k^{-1} (x - m_k)) / 2
+        # log w_k - (log det C_k + (x - m_k)^T C_k^{-1} (x - m_k)) / 2
+        logits = offset[:, None] + 0.5 * (y * ge).sum(-1)
         e = torch.exp(logits - logits.amax(0))
         r = e / e.sum(0)
         g = ge if self.diagonal else torch.einsum("kij,knj->kni", self.eigvecs, ge)
