@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from exact import DivergenceError, measure
+from exact import BATCHED, DivergenceError, measure
 from samplers import get_sampler
 from studies.common import (Skip, Study, StudyParser, add_flags, integer, real, sampler_list, study_parser,
                             with_intervals)
@@ -68,7 +68,8 @@ SATURATED_TV = 0.5  # TV above this is in its saturating regime, not in the smal
 def build_parser() -> StudyParser:
     parser = study_parser("dimension", __doc__)
     add_flags(parser, several=["sampler"], sampler=None, d=DEFAULT_D, schedule="li2023", T=DEFAULT_T, seed=0,
-              device="cpu", threads=1, out=Path("results/dimension"), no_plot=False, scheduler="auto", workers=None)
+              device="cpu", threads=1, out=Path("results/dimension"), no_plot=False, scheduler="auto", workers=None,
+              batch=None)
     parser.add_argument("--family", nargs="+", default=DEFAULT_FAMILIES, choices=list(FAMILIES),
                         help="target families (samplers default to each family's list)")
     parser.add_argument("--k", nargs="+", type=integer(1), default=DEFAULT_K,
@@ -103,6 +104,7 @@ class Job:
     samples: int  # Monte Carlo draws of the engine: --samples, or --flow-samples for flow Monte Carlo
     seed: int
     device: str
+    batch: int | None = None  # --batch: points per engine batch (methods in exact.BATCHED)
 
     def row_keys(self) -> list[dict]:
         k = "" if self.k is None else self.k
@@ -143,7 +145,7 @@ def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
                 continue  # no exact method for stochastic samplers on a non-product mixture
             samples = args.flow_samples if method == "flow-mc" else args.samples
             out += [Job(family, name, args.schedule, T, d, k, args.floor if family == "subspace" else 0.0, samples,
-                        args.seed, str(device))
+                        args.seed, str(device), args.batch)
                     for T in Ts for d, k in shapes]
     return out
 
@@ -154,6 +156,8 @@ def work(job: Job) -> list[dict] | Skip:
     target = family_target(job.family, job.d, job.k, job.floor, device)
     grid = make_grid(job.schedule, job.T).to(device)
     options = {"seed": job.seed, "mc_samples" if method == "gaussian" else "samples": job.samples}
+    if job.batch is not None and method in BATCHED:
+        options["batch"] = job.batch
     start = time.perf_counter()
     try:
         result = measure(target, get_sampler(job.sampler), grid, init="exact", method=method, **options)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from exact import METHODS, SEEDED, DivergenceError, Measurement, choose_method, init_error, measure
+from exact import BATCHED, METHODS, SEEDED, DivergenceError, Measurement, choose_method, init_error, measure
 from samplers import get_sampler, sampler_grid, schedule_label
 from studies.common import Study, StudyParser, add_flags, integer, powers_of_two, sampler_list, study_parser
 from theory.bounds import check_bound, theorems_for
@@ -43,7 +43,8 @@ def build_parser() -> StudyParser:
     parser = study_parser("rates", __doc__)
     add_flags(parser, sampler=["ode-accel"], target="mix1d", d=None, schedule="li2023", T=DEFAULT_T,
               metric=["tv", "kl"], seed=0, device="cpu", threads=1, out=Path("results/rates"), no_plot=False,
-              scheduler="auto", workers=None)
+              scheduler="auto", workers=None,
+              batch=None)
     parser.add_argument("--init", default="exact", choices=["exact", "gaussian"],
                         help="start from q_T exactly or from N(0, I)")
     parser.add_argument("--method", default="auto", choices=["auto", *METHODS],
@@ -69,6 +70,7 @@ class Job:
     metrics: tuple[str, ...]
     seed: int
     device: str
+    batch: int | None = None  # --batch: points per engine batch (methods in exact.BATCHED)
 
     def row_keys(self) -> list[dict]:
         return [{"sampler": self.sampler, "schedule": self.schedule, "target": self.target_name, "d": self.target_d,
@@ -89,7 +91,7 @@ def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
     # A sampler with its own grid (a diffusers scheduler) records OWN_GRID as its schedule.
     return [Job(name, args.target, args.d, target.name, target.d, schedule_label(samplers[name], args.schedule), T,
                 args.init, args.method,
-                tuple(args.metric), args.seed, str(device))
+                tuple(args.metric), args.seed, str(device), args.batch)
             for name in names for T in sorted(set(args.T))]
 
 
@@ -103,6 +105,8 @@ def work(job: Job) -> list[dict]:
     method = choose_method(target, sampler) if job.method == "auto" else job.method
     # Monte Carlo parts (Gaussian TV in d > 1, flow Monte Carlo, product TV) draw from --seed.
     options = {"seed": job.seed} if method in SEEDED else {}
+    if job.batch is not None and method in BATCHED:
+        options["batch"] = job.batch
     result = measure(target, sampler, grid, init=job.init, method=method, **options)
     start_error = init_error(target, grid, job.init)
     nfe = sampler.nfe(grid)
