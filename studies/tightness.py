@@ -314,11 +314,13 @@ def figures(frame: pd.DataFrame, args) -> list[Path]:
 
     constants = pd.read_csv(args.out / "constants.csv")  # written by report, which runs first
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = plt.get_cmap("tab20").colors  # more theorems than the default cycle has colours
+    markers = "osD^v<>Ph*X"
     for i, ((theorem, name), rows) in enumerate(constants.groupby(["theorem", "sampler"], sort=False)):
         rows = rows.sort_values("T")
-        colour = colours[i % len(colours)]
-        ax.plot(rows["T"], rows["worst_constant"], marker="o", color=colour, label=f"{theorem} ({name})")
+        colour = colours[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
+        ax.plot(rows["T"], rows["worst_constant"], marker=markers[i % len(markers)], color=colour,
+                label=f"{theorem} ({name})")
         ax.plot(rows["T"], rows["mix1d_constant"], ls=":", color=colour, alpha=0.8)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
