@@ -49,7 +49,8 @@ def reference_flow_map_1d(sampler, model, grid, x: Tensor) -> tuple[Tensor, Tens
     return torch.func.jvp(run, (x,), (torch.ones_like(x),))
 
 
-def reference_tv_on_roots(x, r, log_ratio, cdf_init, cdf_target, refinements: int = 3) -> tuple[float, float]:
+def reference_tv_on_roots(x, r, log_ratio, cdf_init, cdf_target, density_init=None,
+                          refinements: int = 3) -> tuple[float, float]:
     negative = r < 0
     cross = torch.nonzero(negative[1:] != negative[:-1]).flatten()
     a, b = x[cross], x[cross + 1]
