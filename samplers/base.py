@@ -7,12 +7,16 @@
 - Sampler: `(model, grid, x_start, noise) -> x_end` with declared metadata (SamplerInfo).
 - MarkovSampler: a stochastic sampler written as a chain of Gaussian transitions x -> map(x) + std * Z, which is
   the form the exact 1-D density engine and the Gaussian engine consume.
-- RandomizedSampler: a sampler whose randomness is one uniform draw per step and sample (a random time, e.g. a
-  randomized midpoint), given which each step is a Gaussian transition; its output law is a mixture over the
-  random times, which the 1-D randomized engine (exact.randomized_1d) integrates by quadrature.
+- RandomizedSampler: a sampler whose randomness is a few auxiliary draws per step and sample (a random time, e.g. a
+  randomized midpoint, or normals that enter before a score evaluation), given which each step is a Gaussian
+  transition; its output law is a mixture over the draws, which the 1-D randomized engine (exact.randomized_1d)
+  integrates by quadrature.
 """
 
 from __future__ import annotations
+
+import itertools
+import math
 
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Protocol, runtime_checkable
@@ -232,43 +236,65 @@ class MarkovSampler(Sampler):
 
 @dataclass
 class RandomStep:
-    """One step of a randomized sampler, x -> step(x, u) + std * Z (std 0: no Gaussian noise), given the step's
-    uniform draw u: shape (n, 1, ..., 1), one per sample, or a scalar (a quadrature node). The draws of different
-    steps are independent."""
+    """One step of a randomized sampler, x -> step(x, *draws) + std * Z (std 0: no Gaussian noise added last).
 
-    step: Callable[[Tensor, Tensor], Tensor]
+    The step's draws are `uniforms` uniform variables on [0, 1] (random times: one per sample, shape
+    (n, 1, ..., 1), shared by every coordinate) followed by `normals` standard normal variables (one per sample and
+    coordinate, shaped like x: noise that enters before a score evaluation, e.g. a stochastic Runge-Kutta stage),
+    in that order; in a quadrature each draw is a scalar node instead. The draws of different steps are independent.
+    Noise that is added last should go in `std`, not in `normals`: conditional on the draws the step is then a
+    Gaussian transition, which keeps the averaged kernel smooth (a mixture of blurred push-forwards, not of point
+    masses)."""
+
+    step: Callable[..., Tensor]
     std: Tensor | float = 0.0
+    uniforms: int = 1
+    normals: int = 0
 
 
 class RandomizedSampler(Sampler):
-    """A sampler whose steps depend on one uniform draw each (a random time); `run` draws it from the injected
-    noise (noise.uniform), one per sample and step, so runs are reproducible.
+    """A sampler whose steps depend on a few auxiliary draws each (random times, and normals that enter before a
+    score evaluation); `run` takes them from the injected noise (noise.uniform for times, one per sample; noise()
+    for normals, one per coordinate), so runs are reproducible.
 
-    The output law is a mixture over the random times. Because the draws of different steps are independent, the
-    chain is Markov with each step's kernel averaged over its own draw: `transition_mixture` gives that average
-    as a quadrature, [(weight, map, std), ...] per step (Gauss-Legendre nodes on the uniform's law), which is what
-    the 1-D randomized engine pushes a density through. Subclasses implement `random_steps`."""
+    The output law is a mixture over the draws. Because the draws of different steps are independent, the chain is
+    Markov with each step's kernel averaged over its own draws: `transition_mixture` gives that average as a
+    tensor-product quadrature, [(weight, map, std), ...] per step (Gauss-Legendre nodes for each uniform,
+    Gauss-Hermite nodes for each normal), which is what the 1-D randomized engine pushes a density through.
+    Subclasses implement `random_steps`."""
 
     def random_steps(self, model: CountingModel, grid: Grid) -> Iterator[RandomStep]:
         raise NotImplementedError  # abstract
 
     def run(self, model: CountingModel, grid: Grid, x: Tensor, noise) -> Tensor:
         for step in self.random_steps(model, grid):
-            u = noise.uniform(x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)))
-            x = step.step(x, u)
+            per_sample = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1))
+            draws = [noise.uniform(per_sample) for _ in range(step.uniforms)]
+            draws += [noise(x) for _ in range(step.normals)]
+            x = step.step(x, *draws)
             if float(step.std) > 0:
                 x = x + step.std * noise(x)
         return x
 
     def transition_mixture(self, model: CountingModel, grid: Grid, nodes: int
                            ) -> Iterator[list[tuple[float, Callable[[Tensor], Tensor], float]]]:
-        """Per step, the kernel averaged over u ~ U[0, 1] by `nodes`-point Gauss-Legendre:
-        [(w_j, x -> step(x, u_j), std), ...], weights summing to one."""
-        u_nodes, weights = gauss_legendre_unit(nodes)
-        # Each node is a plain scalar (no tie to x), so forward-mode derivatives in x never flow through the time.
-        u_nodes = [torch.tensor(u, dtype=grid.abar.dtype, device=grid.abar.device) for u in u_nodes]
+        """Per step, the kernel averaged over its draws by a tensor-product rule with `nodes` points per draw
+        (Gauss-Legendre on U[0, 1], Gauss-Hermite on N(0, 1)): [(w_j, x -> step(x, *draws_j), std), ...], weights
+        summing to one."""
+        u_nodes, u_weights = gauss_legendre_unit(nodes)
+        z_nodes, z_weights = gauss_hermite_normal(nodes)
+        dtype, device = grid.abar.dtype, grid.abar.device
+        # Each node is a plain scalar (no tie to x), so forward-mode derivatives in x never flow through the draws.
+        u_rule = [(torch.tensor(u, dtype=dtype, device=device), w) for u, w in zip(u_nodes, u_weights)]
+        z_rule = [(torch.tensor(z, dtype=dtype, device=device), w) for z, w in zip(z_nodes, z_weights)]
         for step in self.random_steps(model, grid):
-            yield [(w, (lambda x, u=u, s=step.step: s(x, u)), float(step.std)) for u, w in zip(u_nodes, weights)]
+            rules = [u_rule] * step.uniforms + [z_rule] * step.normals
+            mixture = []
+            for combination in itertools.product(*rules):
+                weight = math.prod(w for _, w in combination)
+                draws = tuple(v for v, _ in combination)
+                mixture.append((weight, (lambda x, draws=draws, s=step.step: s(x, *draws)), float(step.std)))
+            yield mixture
 
 
 def gauss_legendre_unit(nodes: int) -> tuple[list[float], list[float]]:
@@ -277,6 +303,14 @@ def gauss_legendre_unit(nodes: int) -> tuple[list[float], list[float]]:
         raise SamplerError(f"the number of quadrature nodes must be a positive integer, got {nodes!r}")
     x, w = np.polynomial.legendre.leggauss(int(nodes))
     return [float(v) for v in (x + 1) / 2], [float(v) for v in w / 2]
+
+
+def gauss_hermite_normal(nodes: int) -> tuple[list[float], list[float]]:
+    """Gauss-Hermite nodes and weights for the standard normal law (probabilists' Hermite; weights sum to one)."""
+    if isinstance(nodes, bool) or int(nodes) != nodes or nodes < 1:
+        raise SamplerError(f"the number of quadrature nodes must be a positive integer, got {nodes!r}")
+    x, w = np.polynomial.hermite_e.hermegauss(int(nodes))
+    return [float(v) for v in x], [float(v) for v in w / w.sum()]
 
 
 REGISTRY: dict[str, Callable[[], Sampler]] = {}
