@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import itertools
 import math
-
-from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Protocol, runtime_checkable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ class CountingModel:
         self.nfe += 1
         return self.model.eps(x, torch.as_tensor(abar, dtype=x.dtype, device=x.device))
 
-    def eps_and_features(self, x: Tensor, abar) -> tuple[Tensor, Optional[Tensor]]:
+    def eps_and_features(self, x: Tensor, abar) -> tuple[Tensor, Tensor | None]:
         """eps and the model's feature vector (None when the model has none); one evaluation."""
         self.nfe += 1
         abar = torch.as_tensor(abar, dtype=x.dtype, device=x.device)
@@ -186,7 +186,7 @@ class SamplerInfo:
 class Transition:
     """One Gaussian transition x -> map(x) + std * Z (map None means the identity)."""
 
-    map: Optional[Callable[[Tensor], Tensor]]
+    map: Callable[[Tensor], Tensor] | None
     std: Tensor | float
 
 

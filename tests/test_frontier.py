@@ -13,8 +13,21 @@ import torch
 
 from exact import DivergenceError, choose_method, measure
 from exact.base import initial_law
-from samplers import CountingModel, ExactModel, Noise, ScriptedNoise, ZeroNoise, get_sampler
-from samplers.base import RandomizedSampler, RandomStep, SamplerInfo, gauss_hermite_normal, gauss_legendre_unit
+from samplers import (
+    CountingModel,
+    ExactModel,
+    Noise,
+    ScriptedNoise,
+    ZeroNoise,
+    get_sampler,
+)
+from samplers.base import (
+    RandomizedSampler,
+    RandomStep,
+    SamplerInfo,
+    gauss_hermite_normal,
+    gauss_legendre_unit,
+)
 from samplers.expint import TABLEAUX
 from theory.catalog import get_target
 from theory.schedules import Grid, make_grid
