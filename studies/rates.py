@@ -9,6 +9,13 @@ For each sampler and T it measures the exact TV and KL of the sampler's output a
 covers the sampler and the constant that theorem would need on these data), and writes DIR/rates.csv (one row per
 measurement, appended as it finishes: an interrupted run resumes where it stopped), DIR/orders.csv and
 DIR/rates.png.
+
+Path metrics: `--metric kl_path` (KL of the forward process's path law against the sampler's chain on the grid's
+levels, the quantity Girsanov-type proofs bound; an upper bound on the output's kl_reverse) and `kl_path_sampler`
+(the other direction, an upper bound on the output's kl) come from the path-KL engine (exact.path_kl: closed form
+on Gaussian targets, Monte Carlo with exact densities and its standard error otherwise, seeded by --seed), for
+samplers written as one Gaussian transition per step (ddpm and the like); any other sampler is refused before any
+work. Their verdicts are held against the KL theorems, which bound exactly this path KL.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ import pandas as pd
 import torch
 
 from exact import BATCHED, METHODS, SEEDED, DivergenceError, Measurement, choose_method, init_error, measure
-from samplers import get_sampler, sampler_grid, schedule_label
+from exact.path_kl import gaussian_transitions
+from samplers import CountingModel, ExactModel, get_sampler, sampler_grid, schedule_label
 from studies.common import Study, StudyParser, add_flags, integer, powers_of_two, sampler_list, study_parser
 from theory.bounds import check_bound, theorems_for
 from theory.catalog import get_target
@@ -36,7 +44,9 @@ KEY = ["sampler", "schedule", "target", "d", "T", "init", "seed", "metric"]
 ORDER_COLUMNS = ["sampler", "metric", "against", "order", "ci_low", "ci_high", "points", "proven_order", "theorem",
                  "needed_constant_last", "constant_trend"]
 DEFAULT_T = powers_of_two(8, 1024)
-KNOWN_METRICS = ("tv", "kl", "kl_reverse", "w2")
+KNOWN_METRICS = ("tv", "kl", "kl_reverse", "w2", "kl_path", "kl_path_sampler")
+PATH_METRICS = ("kl_path", "kl_path_sampler")  # from the path-KL engine, not the output engines
+PATH_SAMPLES = 4000  # Monte Carlo paths per path-KL measurement (the engine's default)
 
 
 def build_parser() -> StudyParser:
@@ -88,6 +98,10 @@ def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
     for metric in args.metric:
         if metric not in KNOWN_METRICS:
             raise DivergenceError(f"metric {metric!r} is not available: known metrics are {', '.join(KNOWN_METRICS)}")
+    if any(metric in PATH_METRICS for metric in args.metric):
+        model = CountingModel(ExactModel(target))
+        for sampler in samplers.values():  # refuse a sampler without Gaussian transitions before any work
+            gaussian_transitions(sampler, model, sampler_grid(sampler, min(args.T), args.schedule).to(device))
     # A sampler with its own grid (a diffusers scheduler) records OWN_GRID as its schedule.
     return [Job(name, args.target, args.d, target.name, target.d, schedule_label(samplers[name], args.schedule), T,
                 args.init, args.method,
@@ -102,19 +116,26 @@ def work(job: Job) -> list[dict]:
     sampler = get_sampler(job.sampler)
     grid = sampler_grid(sampler, job.T, job.schedule).to(device)  # a diffusers scheduler brings its own
     torch.manual_seed(job.seed)
-    method = choose_method(target, sampler) if job.method == "auto" else job.method
-    # Monte Carlo parts (Gaussian TV in d > 1, flow Monte Carlo, product TV) draw from --seed.
-    options = {"seed": job.seed} if method in SEEDED else {}
-    if job.batch is not None and method in BATCHED:
-        options["batch"] = job.batch
-    result = measure(target, sampler, grid, init=job.init, method=method, **options)
+    result = {}
+    if any(metric not in PATH_METRICS for metric in job.metrics):
+        method = choose_method(target, sampler) if job.method == "auto" else job.method
+        # Monte Carlo parts (Gaussian TV in d > 1, flow Monte Carlo, product TV) draw from --seed.
+        options = {"seed": job.seed} if method in SEEDED else {}
+        if job.batch is not None and method in BATCHED:
+            options["batch"] = job.batch
+        result.update(measure(target, sampler, grid, init=job.init, method=method, **options))
+        for metric in job.metrics:
+            if metric not in result and metric not in PATH_METRICS:
+                raise DivergenceError(f"metric {metric!r} is not available from method "
+                                      f"{next(iter(result.values())).method}: it gives {', '.join(result)}")
+    if any(metric in PATH_METRICS for metric in job.metrics):
+        # compare=False: the output KLs, where asked for, are rows of their own
+        result.update(measure(target, sampler, grid, init=job.init, method="path-kl", seed=job.seed,
+                              samples=PATH_SAMPLES, compare=False))
     start_error = init_error(target, grid, job.init)
     nfe = sampler.nfe(grid)
     rows = []
     for metric in job.metrics:
-        if metric not in result:
-            raise DivergenceError(f"metric {metric!r} is not available from method "
-                                  f"{next(iter(result.values())).method}: it gives {', '.join(result)}")
         m: Measurement = result[metric]
         rows.append({
             "sampler": job.sampler, "schedule": job.schedule, "target": target.name, "d": target.d, "T": job.T,
@@ -150,8 +171,8 @@ def fit_orders(frame: pd.DataFrame, window: int | None) -> tuple[pd.DataFrame, l
             base = {"sampler": sampler_name, "metric": metric, "points": in_T.points}
             order_rows.append({**base, "against": "T", "order": in_T.order, "ci_low": in_T.low, "ci_high": in_T.high,
                                "proven_order": "", "theorem": ""})
-            # The declared order is TV's; KL behaves like TV^2 for smooth discrepancies, so it expects twice that.
-            expected = declared if metric != "kl" else 2 * declared
+            # The declared order is TV's; KLs behave like TV^2 for smooth discrepancies, so they expect twice that.
+            expected = declared if metric in ("tv", "w2") else 2 * declared
             try:
                 in_h = fit_order(usable["max_step"].to_numpy(float), values, decreasing=False, window=window)
                 order_rows.append({**base, "against": "max_step", "order": in_h.order, "ci_low": in_h.low,
@@ -161,7 +182,9 @@ def fit_orders(frame: pd.DataFrame, window: int | None) -> tuple[pd.DataFrame, l
                 in_step = f"no order in step size ({err})"
             text = f"{metric.upper()} order {in_T} in T, {in_step} (declared {expected:g})"
             claims = []
-            for theorem in theorems_for(sampler_name, metric):
+            for theorem in theorems_for(sampler_name, "kl" if metric == "kl_path" else metric):
+                if metric == "kl_path" and theorem.bound == "lower":
+                    continue  # a lower bound on the output KL says nothing about the path KL's shape
                 check = check_bound(theorem, Ts, d, values, window=window)
                 logs = theorem.log_power
                 stripped, against, shown = in_T, "T", ""
@@ -176,8 +199,13 @@ def fit_orders(frame: pd.DataFrame, window: int | None) -> tuple[pd.DataFrame, l
                 order_rows.append({**base, "against": against, "order": stripped.order, "ci_low": stripped.low,
                                    "ci_high": stripped.high, "proven_order": theorem.order, "theorem": theorem.id,
                                    "needed_constant_last": check.last, "constant_trend": check.trend})
-                claims.append(f"{theorem.id} proves {theorem.order:g}{shown}, needed constant {check.last:.3g} "
-                              f"({check.trend})")
+                if theorem.bound == "lower":
+                    claims.append(f"{theorem.id} proves no sampler of its kind beats order {theorem.order:g} (a lower "
+                                  f"bound){shown}, its constant {check.last:.3g} ({check.trend}; falling would "
+                                  "contradict it)")
+                else:
+                    claims.append(f"{theorem.id} proves {theorem.order:g}{shown}, needed constant {check.last:.3g} "
+                                  f"({check.trend})")
             if claims:
                 text += "; " + "; ".join(claims)
             parts.append(text)

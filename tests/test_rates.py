@@ -74,6 +74,7 @@ def _run_here(args, capsys) -> tuple[int, str]:
         (["--schedule", "weird"], "unknown schedule 'weird'"),
         (["--target", "missing.json"], "target file not found"),
         (["--metric", "w3"], "metric 'w3' is not available"),
+        (["--sampler", "ddim", "--metric", "kl_path"], "kl_path needs a sampler written as Gaussian transitions"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_no_rows(tmp_path, capsys, args, needle):
@@ -125,3 +126,27 @@ def test_monte_carlo_methods_follow_the_seed(tmp_path):
     assert set(runs["a"]["method"]) == {"flow-mc"}
     pd.testing.assert_series_equal(runs["a"]["value"], runs["b"]["value"])
     assert not runs["a"]["value"].equals(runs["c"]["value"])
+
+
+def test_path_kl_rows_bound_the_output_kl_and_follow_the_seed(tmp_path, capsys):
+    """--metric kl_path kl_path_sampler: closed-form rows on a Gaussian target (method path-kl-gaussian), Monte
+    Carlo rows with their standard error on mix1d; kl_path_sampler >= kl (data processing, KL(P || Q) direction);
+    the verdict holds kl_path against the KL theorems; the same seed gives the same Monte Carlo numbers."""
+    from studies import rates
+
+    frames = {}
+    for label, target in (("g", "gaussian"), ("m", "mix1d"), ("m2", "mix1d")):
+        out = tmp_path / label
+        rates.main(["--sampler", "ddpm", "--target", target, "--d", "1", "--T", "8", "16", "--metric", "kl",
+                    "kl_path", "kl_path_sampler", "--out", str(out), "--no-plot", "--scheduler", "none"])
+        frames[label] = pd.read_csv(out / "rates.csv")
+    stdout = capsys.readouterr().out
+    assert "KL_PATH order" in stdout and "benton2023-ddpm proves" in stdout
+    for label, method in (("g", "path-kl-gaussian"), ("m", "path-kl-mc")):
+        frame = frames[label]
+        wide = frame.pivot(index="T", columns="metric", values="value")
+        assert set(frame[frame["metric"] == "kl_path"]["method"]) == {method}
+        errors = frame.pivot(index="T", columns="metric", values="numerical_error")
+        assert (wide["kl_path_sampler"] + 3 * errors["kl_path_sampler"] >= wide["kl"]).all(), wide
+        assert (errors["kl_path"] > 0).all()
+    pd.testing.assert_frame_equal(frames["m"], frames["m2"])
