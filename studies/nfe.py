@@ -7,8 +7,10 @@
 Table 1 (the paper's layout): each solver on its recommended grid (theory.solver_grids.RECOMMENDED), AMED-Solver
 on time_uniform rho 1, AMED-Plugin on its base's grid. A budget of NFE evaluations fixes the grid: one-evaluation
 solvers use T = NFE + 1 levels; two-evaluation solvers (heun, dpm-solver-2, AMED) use T = NFE/2 + 1 for even NFE
-and the analytic first step (AFS) with T = (NFE + 1)/2 + 1 for odd NFE, as in the AMED paper. The NFE of every row
-is counted by the model wrapper (Sampler.nfe) and checked against the budget.
+and the analytic first step (AFS) with T = (NFE + 1)/2 + 1 for odd NFE, as in the AMED paper; a sampler with e
+evaluations a step (expint:3, the randomized midpoint samplers, ...) uses T = NFE/e + 1 where e divides the budget.
+The NFE of every row is counted by the model wrapper (Sampler.nfe) and checked against the budget; where no grid
+spends it exactly, the row says 'off-budget' and carries no value.
 
 Table 2: every solver on every grid (polynomial rho 7, logsnr, time_uniform rho 1 and 2, li2023-sigma: the seed
 paper's spacing between the same end points; the raw li2023 grid ends at sigma ~ 1/T, a blurrier target, so its
