@@ -7,11 +7,13 @@ A theorem bounds a sampler's error by C * shape(T, d) for every target of its cl
 constant it needs (measured / shape) says little about the worst case. This study searches the class for the target
 that needs the largest constant, at each T.
 
-The class searched: 1-D Gaussian mixtures of K components with second moment E x^2 = d (= 1, the usual
-normalisation E|x|^2 <= d taken at its boundary) and component variances at least `--min-var` (a theorem whose
-bound carries a smoothness constant, such as chen2022's L, absorbs it into C only on a class where it is bounded;
-the floor is that bound). A point of the search is theta = (weight logits, means, log variances); the mixture it
-stands for is rescaled to the second moment, so every theta is admissible.
+The class searched: 1-D Gaussian mixtures of K components with second moment E x^2 = 1 (the usual normalisation
+E|x|^2 <= d taken at its boundary) and component variances at least `--min-var` (a theorem whose bound carries a
+smoothness constant, such as chen2022's L, absorbs it into C only on a class where it is bounded; the floor is that
+bound); with `--d` > 1, d independent copies of such a mixture (E|x|^2 = d; the product engine measures them
+exactly: KL as a sum of exact 1-D KLs, TV by Monte Carlo with exact densities and its standard error), where a
+theorem's d-power meets data. A point of the search is theta = (weight logits, means, log variances); the mixture
+it stands for is rescaled to the second moment, so every theta is admissible.
 
 At fixed (T, d) every theorem that bounds the same metric of the same sampler has the same worst target, the one
 with the largest error, since shape(T, d) is then a number: one search per (sampler, metric, T) serves them all.
@@ -49,6 +51,7 @@ from samplers import get_sampler
 from studies.common import Skip, Study, add_flags, integer, real, sampler_list, study_parser
 from theory.bounds import THEOREMS, theorems_for
 from theory.catalog import get_target
+from theory.product import product_of
 from theory.rates import RateError, fit_order
 from theory.schedules import make_grid
 from theory.targets import GaussianMixture
@@ -92,7 +95,7 @@ def samplers_with_theorems() -> list[str]:
 
 def build_parser():
     parser = study_parser("tightness", __doc__)
-    add_flags(parser, sampler=DEFAULT_SAMPLERS, schedule="li2023", T=DEFAULT_T, seed=0, device="cpu",
+    add_flags(parser, sampler=DEFAULT_SAMPLERS, d=1, schedule="li2023", T=DEFAULT_T, seed=0, device="cpu",
               threads=1, out=Path("results/tightness"), no_plot=False, scheduler="auto", workers=None)
     parser.add_argument("--budget", type=integer(1), default=32,
                         help="exact evaluations per search (Sobol starts plus Nelder-Mead)")
@@ -100,7 +103,8 @@ def build_parser():
     parser.add_argument("--components", type=integer(1), default=3, help="K, the components of the searched mixtures")
     parser.add_argument("--min-var", type=real(0.0), default=0.01, help="smallest component variance of the class")
     parser.add_argument("--G", type=integer(64), default=2048,
-                        help="nodes of the 1-D flow engine in the search (the winners are re-measured at 8192)")
+                        help="nodes of the 1-D engines in the search (the winners are re-measured at the engines' own "
+                        "default, 8192 for the flow engine, 4096 or more for the kernel engine)")
     return parser
 
 
@@ -138,12 +142,20 @@ def reference(min_var: float) -> GaussianMixture:
     return mixture_from_params(reference_theta(get_target("mix1d"), min_var), 3, min_var, name="mix1d-rescaled")
 
 
+def class_target(marginal: GaussianMixture, d: int):
+    """The searched class at dimension d: d independent copies of a 1-D mixture with E x^2 = 1, so E|x|^2 = d."""
+    return marginal if d == 1 else product_of(marginal, d, f"{marginal.name}-x{d}")
+
+
 def _error(theta, job: Job, T: int, G: int | None) -> tuple[float, float, str]:
-    """(value, numerical error, method) of the job's sampler and metric at T on the mixture of theta (G: the 1-D
-    flow engine's nodes, None for its default)."""
-    target = mixture_from_params(theta, job.K, job.min_var)
+    """(value, numerical error, method) of the job's sampler and metric at T on the class target of theta (G: the
+    1-D engines' nodes, None for their default; a coarser G ranks candidates at a fraction of the cost). In d > 1
+    the product engine measures it (KL exact, TV by Monte Carlo seeded by the job's seed)."""
+    target = class_target(mixture_from_params(theta, job.K, job.min_var), job.d)
     sampler = get_sampler(job.sampler)
-    options = {"G": G} if G is not None and not sampler.info.stochastic else {}
+    options = {"G": G} if G is not None else {}
+    if job.d > 1:
+        options["seed"] = job.seed
     m = measure(target, sampler, make_grid(job.schedule, T), **options)[job.metric]
     return m.value, m.numerical_error, m.method
 
@@ -222,13 +234,14 @@ def jobs(args, device) -> list[Job]:
         sampler = get_sampler(name)
         if not theorems_for(name):
             raise DivergenceError(f"sampler {name!r} has no theorem in theory.bounds: nothing to be tight against")
-        choose_method(get_target("mix1d"), sampler)  # refuses a sampler that no exact 1-D method measures
+        # refuses a sampler that no exact method measures on the class (randomized samplers in d > 1)
+        choose_method(class_target(reference(0.01), args.d), sampler)
     for T in args.T:
         make_grid(args.schedule, T)
     if args.min_var >= 1.0:
         raise DivergenceError(f"--min-var {args.min_var:g} leaves no room under the second moment E x^2 = 1")
     Ts = tuple(sorted(set(args.T)))
-    return [Job(name, metric, args.schedule, T, Ts, 1, args.components, args.min_var, args.budget, args.starts,
+    return [Job(name, metric, args.schedule, T, Ts, args.d, args.components, args.min_var, args.budget, args.starts,
                 args.G, args.seed)
             for name in names for metric in dict.fromkeys(t.metric for t in theorems_for(name)) for T in Ts]
 
@@ -256,7 +269,7 @@ def classify(Ts, constants) -> tuple[str, str]:
 def summarise(frame: pd.DataFrame, args) -> pd.DataFrame:
     """Per theorem and T: the worst constant found (the largest error at T among every search's winner), mix1d's
     constant, and the worst constant's trend in T."""
-    compare = reference(args.min_var)
+    compare = class_target(reference(args.min_var), args.d)
     rows = []
     for theorem in THEOREMS:
         for name in theorem.samplers:
@@ -266,8 +279,9 @@ def summarise(frame: pd.DataFrame, args) -> pd.DataFrame:
             per_T = []
             for T in sorted(set(mine["T"])):
                 worst = float(mine[mine["T"] == T]["value"].max())
-                shape = theorem.shape(T, 1)
-                ref = measure(compare, get_sampler(name), make_grid(args.schedule, int(T)))[theorem.metric]
+                shape = theorem.shape(T, args.d)
+                options = {"seed": args.seed} if args.d > 1 else {}
+                ref = measure(compare, get_sampler(name), make_grid(args.schedule, int(T)), **options)[theorem.metric]
                 per_T.append((T, shape, worst, worst / shape, ref.value / shape))
             moving, slope = classify([p[0] for p in per_T], [p[3] for p in per_T])
             verdict = {"rising": "the worst constant grows with T: the shape is contradicted on its class",
@@ -288,7 +302,9 @@ def report(frame: pd.DataFrame, constants: pd.DataFrame, args) -> list[Path]:
     constants.to_csv(written[0], index=False)
     for _, row in frame[frame["source_T"] == frame["T"]].iterrows():
         path = args.out / f"worst-{row['sampler']}-{row['metric']}-T{int(row['T'])}.json"
-        path.write_text(json.dumps(target_of(row).to_dict()))
+        marginal = target_of(row).to_dict()
+        spec = marginal if int(row["d"]) == 1 else {"product": marginal, "d": int(row["d"])}
+        path.write_text(json.dumps(spec))
         written.append(path)
     print_table(constants)
     return written

@@ -148,6 +148,31 @@ PARAMETRISED: dict[str, Callable[[int | None, str], object]] = {
 }
 
 
+def _from_file(name: str):
+    """A JSON target: a mixture {"weights", "means", "covs"}, or d independent copies of a 1-D mixture
+    {"product": {"weights", "means", "covs"}, "d": d} (a product target, measured by the product engine)."""
+    import json
+
+    path = Path(name)
+    try:
+        spec = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return from_json(path)  # its own one-line error
+    if isinstance(spec, dict) and "product" in spec:
+        d = spec.get("d")
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise TargetError(f"target file {name!r}: a product needs an integer d >= 1, got {d!r}")
+        marginal = spec["product"]
+        if not isinstance(marginal, dict) or any(k not in marginal for k in ("weights", "means", "covs")):
+            raise TargetError(f"target file {name!r}: 'product' must hold a 1-D mixture (weights, means, covs)")
+        try:
+            one = GaussianMixture(marginal["weights"], marginal["means"], marginal["covs"], name=path.stem)
+        except (TypeError, RuntimeError) as err:
+            raise TargetError(f"target file {name!r}: 'product' is not numeric K x 1 data: {err}") from None
+        return product_of(one, d, path.stem)
+    return from_json(path)
+
+
 def known_targets() -> list[str]:
     return sorted(TARGETS) + [f"{family}:<k>" for family in sorted(PARAMETRISED)]
 
@@ -161,7 +186,7 @@ def get_target(name: str, d: int | None = None, device: str | torch.device = "cp
     elif arg and family in PARAMETRISED:
         target = PARAMETRISED[family](d, arg)
     elif name.endswith(".json") or Path(name).is_file():
-        target = from_json(name)
+        target = _from_file(name)
     else:
         raise TargetError(f"unknown target {name!r}: known targets are {', '.join(known_targets())}, or a JSON path")
     if (name in TARGETS or (arg and family in PARAMETRISED)) and d is not None and target.d != d:
