@@ -48,7 +48,15 @@ import torch
 
 from exact import DivergenceError, choose_method, measure
 from samplers import get_sampler
-from studies.common import Skip, Study, add_flags, integer, real, sampler_list, study_parser
+from studies.common import (
+    Skip,
+    Study,
+    add_flags,
+    integer,
+    real,
+    sampler_list,
+    study_parser,
+)
 from theory.bounds import THEOREMS, theorems_for
 from theory.catalog import get_target
 from theory.product import product_of

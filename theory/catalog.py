@@ -12,8 +12,8 @@ target` in PARAMETRISED. The mixture classes themselves live in theory.targets (
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
