@@ -122,7 +122,7 @@ def test_the_piadm_theorem_covers_the_family():
 def test_a_fixed_number_of_blocks_needs_sweeps_that_grow_with_T():
     """PIADM's regime: 4 blocks whatever T (B = (T - 1) / 4). One sweep does not converge: its TV at T = 129 is
     larger than at T = 17 and 10 times DDIM's; eight sweeps are within 2% of DDIM at T = 129 (measured: K = 1
-    0.079 -> 0.229, DDIM 0.0154, K = 8 0.01540; the full K x T table is in the task report)."""
+    0.079 -> 0.229, DDIM 0.0154, K = 8 0.01540; a K x T table is in the README)."""
     target = get_target("mix1d")
 
     def tv(name, T):
