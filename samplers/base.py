@@ -2,7 +2,9 @@
 
 - Model: anything with `eps(x, abar)` for a batch x (shape (n, ...)) at a scalar level abar; score and denoiser
   derive from it (shared/spec/samplers.md section 1). A model may also offer `eps_and_features(x, abar)`.
-- CountingModel: wraps a model and counts evaluations (NFE); samplers never count for themselves.
+- CountingModel: wraps a model and counts evaluations (NFE) and sequential rounds (batches of evaluations that can
+  run at once: every evaluation is its own round, except those a sampler makes inside `model.parallel()`, which
+  together are one); samplers never count for themselves.
 - Noise: an injected source of standard normals, so runs are reproducible and exact engines can script it.
 - Sampler: `(model, grid, x_start, noise) -> x_end` with declared metadata (SamplerInfo).
 - MarkovSampler: a stochastic sampler written as a chain of Gaussian transitions x -> map(x) + std * Z, which is
@@ -18,6 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -55,19 +58,43 @@ class ExactModel:
 
 
 class CountingModel:
-    """Counts model evaluations: one per call on a batch, whatever the batch size."""
+    """Counts model evaluations: one per call on a batch, whatever the batch size; and sequential rounds: one per
+    evaluation, except that the evaluations made inside one `parallel()` block count as a single round (they do not
+    depend on each other, so with enough devices they run at once: e.g. a Picard sweep over a block's nodes)."""
 
     def __init__(self, model: Model):
         self.model = model.model if isinstance(model, CountingModel) else model
         self.nfe = 0
+        self.rounds = 0
+        self._parallel = False
+
+    def _count(self) -> None:
+        self.nfe += 1
+        if not self._parallel:
+            self.rounds += 1
+
+    @contextmanager
+    def parallel(self) -> Iterator[None]:
+        """The evaluations made inside are independent of each other: together they are one sequential round (none
+        if there are none). A nested block is part of the outer one."""
+        if self._parallel:
+            yield
+            return
+        self._parallel, before = True, self.nfe
+        try:
+            yield
+        finally:
+            self._parallel = False
+            if self.nfe > before:
+                self.rounds += 1
 
     def eps(self, x: Tensor, abar) -> Tensor:
-        self.nfe += 1
+        self._count()
         return self.model.eps(x, torch.as_tensor(abar, dtype=x.dtype, device=x.device))
 
     def eps_and_features(self, x: Tensor, abar) -> tuple[Tensor, Tensor | None]:
         """eps and the model's feature vector (None when the model has none); one evaluation."""
-        self.nfe += 1
+        self._count()
         abar = torch.as_tensor(abar, dtype=x.dtype, device=x.device)
         if hasattr(self.model, "eps_and_features"):
             return self.model.eps_and_features(x, abar)
@@ -85,7 +112,7 @@ class CountingModel:
         abar = torch.as_tensor(abar, dtype=x.dtype, device=x.device).reshape(-1)
         if abar.numel() != x.shape[0]:
             raise SamplerError(f"one level per sample: got {abar.numel()} levels for a batch of {x.shape[0]}")
-        self.nfe += 1
+        self._count()
         out = torch.empty_like(x)
         levels, index = torch.unique(abar, return_inverse=True)
         for k, level in enumerate(levels):
@@ -206,10 +233,18 @@ class Sampler:
 
     def nfe(self, grid: Grid) -> int:
         """Evaluations spent on a grid, by running on one point with a fresh counter (never by arithmetic)."""
-        counter = _NullModel()
-        model = CountingModel(counter)
+        return self._counted_run(grid).nfe
+
+    def sequential_rounds(self, grid: Grid) -> int:
+        """Sequential rounds spent on a grid (CountingModel: evaluations made inside one `parallel()` block count
+        once), by running on one point with a fresh counter; equal to nfe for a sampler that never evaluates in
+        parallel."""
+        return self._counted_run(grid).rounds
+
+    def _counted_run(self, grid: Grid) -> CountingModel:
+        model = CountingModel(_NullModel())
         self.run(model, grid, torch.zeros(1, 1, dtype=grid.abar.dtype), ZeroNoise())
-        return model.nfe
+        return model
 
     def __repr__(self) -> str:
         return f"<sampler {self.info.name}>"

@@ -89,6 +89,7 @@ def test_numeric_flags_refuse_invalid_values_with_one_line(name, capsys, tmp_pat
 # (arguments, text the one error line must contain, flags the study must have for the case to apply)
 BAD_NAMES = [
     (["--sampler", "nope"], "'nope'", {"--sampler"}),
+    (["--sampler", "picard:0,4"], "got '0'", {"--sampler"}),  # a family's bad argument, not only a bad name
     (["--target", "nope"], "'nope'", {"--target"}),
     (["--target", "gaussian", "--d", "-3"], "-3", {"--target", "--d"}),
     (["--target", "mix1d", "--d", "5"], "mix1d", {"--target", "--d"}),

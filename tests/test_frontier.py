@@ -1,6 +1,7 @@
-"""The samplers since 2024 (samplers.expint, samplers.randomized_midpoint) and the randomized 1-D engine
-(exact.randomized_1d): the tableaux's order conditions, reproducible per-sample random times, and the engine's
-mixture against an independent integration over the random times.
+"""The samplers since 2024 (samplers.expint, samplers.randomized_midpoint, samplers.renoise) and the randomized 1-D
+engine (exact.randomized_1d): the tableaux's order conditions, reproducible per-sample random times, the engine's
+mixture against an independent integration over the random times, and Jain & Zhang's ODE-then-noise step.
+(samplers.picard has its own file, tests/test_picard.py.)
 (The declared orders are checked in tests/test_orders.py.)"""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from samplers import (
     CountingModel,
     ExactModel,
     Noise,
+    SamplerError,
     ScriptedNoise,
     ZeroNoise,
     get_sampler,
@@ -252,3 +254,69 @@ def test_randomized_engine_refuses_bad_node_counts_and_other_samplers():
         measure(target, get_sampler("ode-rmp"), grid, nodes=1)
     with pytest.raises(DivergenceError, match="no random times"):
         measure(target, get_sampler("ddpm"), grid, method="grid-1d-randomized")
+
+
+# ---------------------------------------------------------------------------- ODE overshoot + forward noising
+def test_renoise_step_is_the_two_stage_rule_in_ou_time():
+    """Each transition of ode-renoise equals, written afresh in OU time t = -log(abar)/2 with the target's own score:
+    y = e^(t_i - t_o) x + (e^(t_i - t_o) - 1) s(x, t_i) (the ODE to t_o = t_(i+2)), then
+    x' = e^(-(t_(i+1) - t_o)) y + sqrt(1 - e^(-2 (t_(i+1) - t_o))) z; the last step overshoots to t_N^2 / t_(N-1)."""
+    target, grid = get_target("mix1d"), make_grid("li2023", 6)
+    t = -0.5 * torch.log(grid.abar)
+    overshoot = torch.cat([t[2:], (t[-1] ** 2 / t[-2]).reshape(1)])
+    x = torch.linspace(-3, 3, 7, dtype=torch.float64)[:, None]
+    z = torch.linspace(-1, 2, 7, dtype=torch.float64)[:, None]
+    steps = list(get_sampler("ode-renoise").transitions(CountingModel(ExactModel(target)), grid))
+    assert len(steps) == grid.steps
+    for i, step in enumerate(steps):
+        H, h = t[i] - overshoot[i], t[i + 1] - overshoot[i]
+        assert H > h > 0
+        y = torch.exp(H) * x + torch.expm1(H) * target.score(x, torch.exp(-2 * t[i]))
+        want = torch.exp(-h) * y + torch.sqrt(-torch.expm1(-2 * h)) * z
+        got = step.map(x) + step.std * z
+        assert torch.allclose(got, want, rtol=1e-12, atol=1e-12), i
+
+
+def test_renoise_keeps_the_stationary_law_exactly_and_ddpm_does_not():
+    """On N(0, 1) data every q_abar is N(0, 1) and s(x) = -x: the ODE stage is the identity and the noising stage
+    preserves N(0, 1), so the output law is exact (Gaussian engine: KL at rounding level), unlike DDPM's."""
+    target, grid = get_target("std-normal", 1), make_grid("li2023", 9)
+    renoise = measure(target, get_sampler("ode-renoise"), grid, method="gaussian")
+    ddpm = measure(target, get_sampler("ddpm"), grid, method="gaussian")
+    assert renoise["kl"].value < 1e-13 and ddpm["kl"].value > 1e-4, (renoise["kl"], ddpm["kl"])
+
+
+def test_renoise_engines_agree_and_costs_one_round_per_evaluation():
+    """A Gaussian-transition sampler: the 1-D kernel engine and the closed-form Gaussian engine agree on a 1-D
+    Gaussian target; the product engine measures it on a product target; one evaluation (one round) per step."""
+    sampler, grid = get_sampler("ode-renoise"), make_grid("li2023", 9)
+    assert choose_method(get_target("mix1d"), sampler) == "grid-1d-kernel"
+    assert choose_method(get_target("product-mix1d", d=3), sampler) == "product"
+    target = get_target("gaussian", 1)
+    kernel = measure(target, sampler, grid, method="grid-1d-kernel")
+    closed = measure(target, sampler, grid, method="gaussian")
+    for metric in ("tv", "kl"):
+        gap = abs(kernel[metric].value - closed[metric].value)
+        assert gap < 1e-9 + 3 * (kernel[metric].numerical_error + closed[metric].numerical_error), metric
+        assert closed[metric].value > 1e-4
+    assert measure(get_target("product-mix1d", d=3), sampler, grid, samples=2000)["kl"].method == "product"
+    assert sampler.nfe(grid) == sampler.sequential_rounds(grid) == grid.steps
+
+
+def test_renoise_kl_is_second_order_and_tv_first_order_in_the_step():
+    """Jain & Zhang's KL ~ 1/T^2 (theory.bounds jainzhang2025-kl): on mix1d (li2023 grid, 1-D kernel engine) the
+    local orders in the largest step between T = 128 and 256 are 2 for KL and 1 for TV, within 0.1
+    (measured 1.94 and 0.97)."""
+    target, grids = get_target("mix1d"), [make_grid("li2023", T) for T in (128, 256)]
+    values = [measure(target, get_sampler("ode-renoise"), g) for g in grids]
+    step_ratio = math.log(grids[1].max_step / grids[0].max_step)
+    for metric, order in (("kl", 2.0), ("tv", 1.0)):
+        local = math.log(values[1][metric].value / values[0][metric].value) / step_ratio
+        assert abs(local - order) < 0.1, (metric, local)
+
+
+def test_renoise_needs_a_grid_that_ends_below_one():
+    grid = Grid(torch.tensor([0.1, 0.5, 1.0], dtype=torch.float64), "ends-at-data")
+    with pytest.raises(SamplerError, match="below 1") as caught:
+        get_sampler("ode-renoise").nfe(grid)
+    assert "\n" not in str(caught.value) and "1.0" in str(caught.value)

@@ -64,8 +64,9 @@ def fitted_order(name: str, T_values=T_VALUES, sampler=None, **grid_overrides) -
     return slope, errors
 
 
-# Parametrised families are not listed by sampler_names: their members are named here.
-FAMILY_MEMBERS = ["expint:1", "expint:2", "expint:3", "expint:4"]
+# Parametrised families are not listed by sampler_names: their members are named here. Picard members: one sweep
+# over long blocks (furthest from DDIM), and sweeps over short blocks; both first order, as DDIM, their fixed point.
+FAMILY_MEMBERS = ["expint:1", "expint:2", "expint:3", "expint:4", "picard:1,8", "picard:2,4"]
 DETERMINISTIC = sampler_names(stochastic=False) + FAMILY_MEMBERS
 # High orders leave the resolvable range (TV ~ 1e-12) at the default sizes: they are fitted at smaller T.
 T_OVERRIDES = {"expint:3": (33, 65, 129), "expint:4": (33, 65, 129)}
