@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch
 
 from exact import DivergenceError, choose_method, measure
 from exact.base import initial_law
