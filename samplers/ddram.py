@@ -40,10 +40,22 @@ independent end noise, > 0 for r < H (a function of the random time). The time a
 Either way E_r[W e^(a (H - r)) ...] makes 2 W g(Y_mid, t - r) an unbiased estimate of the exact integral along the
 path, as in Shen & Lee's randomized midpoint (arXiv 1909.05503).
 
-Expected order in the step size: 1 in TV for exact scores (measured, see tests/test_orders.py): the estimate is
-unbiased but the midpoint's own error is a Brownian term of size sqrt(r) inside the score, whose second-order
-effect on the law is O(h) per unit time; the paper's gain is in the dimension (sqrt(d) rather than d), which a 1-D
-measurement cannot show.
+Expected order in the step size: 2 in law (TV) for exact, smooth scores. Per step the midpoint's error is the
+drift's change over [0, r], of mean O(r^2) (its Brownian part has mean zero), so the mean of the update is off by
+O(H^3); the randomized estimate's fluctuation around the path integral has variance O(H^3); both add up to O(H^2)
+over the O(1/H) steps. Measured through the randomized engine (tests/test_orders.py: 1-D Gaussian target, uniform
+sigma grid in [0.5, 5], fit of log TV on log h with a 95% Student interval): `ddpm-rmp` 2.11 [1.77, 2.45] on
+T = 17, 33, 65 (2.26 [1.54, 2.97] on T = 9, 17, 33: pre-asymptotic at T = 9). The variants on T = 9, 17, 33 (not in
+the order test, measured once): relative-uniform 2.44 [1.35, 3.53]; score-uniform 4.14 [2.07, 6.22] and
+score-importance 3.60 [-3.93, 11.13], whose local slopes (4.4 then 3.9; 4.6 then 2.6) are not settled at these
+sizes. The paper's gain is in the dimension (sqrt(d) evaluations rather than d),
+which a 1-D measurement cannot show; its theorem (zhang2025-ddram) is a KL bound, d / T^2 up to logs.
+
+Exact engines: in 1-D the randomized engine (exact.randomized_1d) integrates the output law over the time (Gauss-
+Legendre) and the stage normal (Gauss-Hermite); in d > 1 there is none (one random time moves every coordinate,
+so the law is a mixture of non-product laws; choose_method refuses). On coarse grids a quadrature node's map can
+fold (mix1d, li2023 T = 8: steps 3-5, nodes with a late time u >= 0.83 and a stage normal xi >= 1.9: the
+midpoint lands where the score is steep), and the 1-D engine then refuses the run as not increasing.
 """
 
 from __future__ import annotations
@@ -82,7 +94,7 @@ class RandomizedMidpointSDE(RandomizedSampler):
         default = linear == "relative" and time == "importance"
         name = "ddpm-rmp" if default else f"ddpm-rmp:{linear}-{time}"
         self.info = SamplerInfo(
-            name, stochastic=True, evals_per_step=2, order=1.0,
+            name, stochastic=True, evals_per_step=2, order=2.0,
             reference="Zhang, Huan, Huang, Boffi, Chen, Chewi 2025 (arXiv 2511.04844), DDRaM, as in the authors' code "
                       f"(stephen-huan/edm_rmd, generate.py, OU schedule, S_churn > 0); {linear} linear part, "
                       f"{time} time",
