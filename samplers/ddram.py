@@ -85,14 +85,13 @@ class RandomizedMidpointSDE(RandomizedSampler):
     Y_next = e^(a H) Y + 2 W g(Y_mid, t - r) + e^(a (H - r)) sqrt(v(r)) xi + sqrt(v(H - r)) Z,  v(r) = (e^(2ar) - 1)/a;
     W = H e^(a (H - r)) for r = u H, or W = (e^(a H) - 1)/a for r drawn with density proportional to e^(a (H - r))."""
 
-    def __init__(self, linear: str = "relative", time: str = "importance"):
+    def __init__(self, linear: str = "relative", time: str = "importance", name: str | None = None):
         if linear not in LINEAR_PARTS:
             raise SamplerError(f"ddpm-rmp linear part must be one of {', '.join(LINEAR_PARTS)}; got {linear!r}")
         if time not in TIME_LAWS:
             raise SamplerError(f"ddpm-rmp time law must be one of {', '.join(TIME_LAWS)}; got {time!r}")
         self.linear, self.time, self.a = linear, time, LINEAR_PARTS[linear]
-        default = linear == "relative" and time == "importance"
-        name = "ddpm-rmp" if default else f"ddpm-rmp:{linear}-{time}"
+        name = name or f"ddpm-rmp:{linear}-{time}"
         self.info = SamplerInfo(
             name, stochastic=True, evals_per_step=2, order=2.0,
             reference="Zhang, Huan, Huang, Boffi, Chen, Chewi 2025 (arXiv 2511.04844), DDRaM, as in the authors' code "
@@ -138,7 +137,7 @@ class RandomizedMidpointSDE(RandomizedSampler):
             yield RandomStep(step, std=std, uniforms=1, normals=1)
 
 
-register("ddpm-rmp")(lambda: RandomizedMidpointSDE())
+register("ddpm-rmp")(lambda: RandomizedMidpointSDE(name="ddpm-rmp"))  # the authors' defaults
 
 
 @register("ddpm-rmp:")

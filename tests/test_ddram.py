@@ -76,6 +76,7 @@ def test_runs_are_reproducible_and_cost_two_evaluations_a_step(name):
     target, grid = get_target("mix1d"), make_grid("li2023", 9)
     x = target.sample(6, grid.abar[0], torch.Generator().manual_seed(0))
     sampler = get_sampler(name)
+    assert sampler.info.name == name and sampler.info.theorems == ("zhang2025-ddram",)
     assert sampler.info.evals_per_step == 2 and sampler.nfe(grid) == 2 * grid.steps
     counter = CountingModel(ExactModel(target))
     first = sampler(counter, grid, x, Noise(7))
@@ -102,6 +103,15 @@ def test_each_sample_gets_its_own_time_and_noise(name):
         own = [d[i : i + 1] for d in draws]
         alone = sampler(target, grid, x[i : i + 1], ScriptedNoise(own, uniforms=[float(v) for v in u[:, i, 0]]))
         assert torch.allclose(batch[i], alone[0], rtol=0, atol=1e-13)
+
+
+def test_ddpm_rmp_is_the_relative_importance_variant():
+    """`ddpm-rmp` is the authors' default (relative score, importance-sampled time) under a short name."""
+    target, grid = get_target("mix1d"), make_grid("li2023", 6)
+    x = target.sample(5, grid.abar[0], torch.Generator().manual_seed(3))
+    short = get_sampler("ddpm-rmp")(target, grid, x, Noise(4))
+    assert torch.equal(short, get_sampler("ddpm-rmp:relative-importance")(target, grid, x, Noise(4)))
+    assert not torch.allclose(short, get_sampler("ddpm-rmp:relative-uniform")(target, grid, x, Noise(4)))
 
 
 def test_bad_variants_raise_one_line_naming_the_value():
