@@ -16,7 +16,8 @@ H > 0 the elapsed reverse time. In reverse time r the VP reverse SDE is
 
     dY = (Y + 2 s(Y, t - r)) dr + sqrt(2) dW.
 
-Linear part, two choices (both exact for the Gaussian N(0, I), the stationary law of the forward process):
+Linear part, two choices (with data N(0, I), the forward process's stationary law, the relative one has g = 0 and
+is exact):
     relative (authors' default): dY = (-Y + 2 g(Y, t - r)) dr + sqrt(2) dW,  g = s + Y (the score relative to
                                  N(0, I)'s), integrating factor e^(-r): a = -1;
     score:                       dY = ( Y + 2 s(Y, t - r)) dr + sqrt(2) dW,  g = s, integrating factor e^(r): a = +1.
@@ -37,8 +38,9 @@ independent end noise, > 0 for r < H (a function of the random time). The time a
     uniform:    r = u H,                                      W = H e^(a (H - r))
     importance: r with density proportional to e^(a (H - r)), W = (e^(a H) - 1) / a
                 (a = -1: r = log(1 + u (e^H - 1));  a = +1: r = -log(1 + u (e^(-H) - 1))).
-Either way E_r[W e^(a (H - r)) ...] makes 2 W g(Y_mid, t - r) an unbiased estimate of the exact integral along the
-path, as in Shen & Lee's randomized midpoint (arXiv 1909.05503).
+Either way E_r[W g(Y(r), t - r)] = int_0^H e^(a (H - p)) g(Y(p), t - p) dp along a given path: evaluated at the
+true Y(r) the estimate would be unbiased, and Y_mid stands in for Y(r), as in Shen & Lee's randomized midpoint
+(arXiv 1909.05503).
 
 Expected order in the step size: 2 in law (TV) for exact, smooth scores. Per step the midpoint's error is the
 drift's change over [0, r], of mean O(r^2) (its Brownian part has mean zero), so the mean of the update is off by
@@ -48,8 +50,8 @@ sigma grid in [0.5, 5], fit of log TV on log h with a 95% Student interval): `dd
 T = 17, 33, 65 (2.26 [1.54, 2.97] on T = 9, 17, 33: pre-asymptotic at T = 9). The variants on T = 9, 17, 33 (not in
 the order test, measured once): relative-uniform 2.44 [1.35, 3.53]; score-uniform 4.14 [2.07, 6.22] and
 score-importance 3.60 [-3.93, 11.13], whose local slopes (4.4 then 3.9; 4.6 then 2.6) are not settled at these
-sizes. The paper's gain is in the dimension (sqrt(d) evaluations rather than d),
-which a 1-D measurement cannot show; its theorem (zhang2025-ddram) is a KL bound, d / T^2 up to logs.
+sizes. The paper's gain is in the dimension (sqrt(d) evaluations rather than d), which a 1-D measurement cannot
+show; its theorem (zhang2025-ddram) is a KL bound, d / T^2 up to logs.
 
 Exact engines: in 1-D the randomized engine (exact.randomized_1d) integrates the output law over the time (Gauss-
 Legendre) and the stage normal (Gauss-Hermite); in d > 1 there is none (one random time moves every coordinate,
