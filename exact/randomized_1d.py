@@ -7,8 +7,10 @@ over u_k:
     p_k = int_0^1 ( T_(k, u) p_(k-1) ) du,        T_(k, u) p = (density of step_k(X, u) + std_k Z when X ~ p),
 
 and the mixture is integrated exactly up to quadrature error, never by fixing one draw. Each step's integral over
-u is an M-node Gauss-Legendre rule (the sampler's `transition_mixture`); each node's transition is the 1-D kernel
-engine's exact push-forward through the (increasing) map and FFT Gaussian blur, on a uniform grid of G nodes.
+u is an M-node Gauss-Legendre rule, and over each normal drawn before a score evaluation an M-node Gauss-Hermite
+rule (the sampler's `transition_mixture`; M = 4, or 6 when a step draws normals: default_nodes); each node's
+transition is the 1-D kernel engine's exact push-forward through the (increasing) map and FFT Gaussian blur (its std
+may depend on the node's time), on a uniform grid of G nodes.
 
 Error estimates: the quadrature error |value(M) - value(M - 1)| (both at half resolution; the rule converges
 geometrically in M, since each node's push-forward is analytic in u, so the difference bounds the M-node error
@@ -38,6 +40,11 @@ from theory.schedules import Grid
 from theory.targets import DTYPE, GaussianMixture
 
 DEFAULT_NODES = 4  # M Gauss-Legendre nodes per step; the quadrature error estimate compares with M - 1
+# M per draw when a step also draws normals before a score evaluation (a split Brownian increment): the end noise is
+# then mostly carried by that normal near the end of the step (ddpm-rmp with r near H), each node's push-forward is a
+# narrow bump in the normal's value, and Gauss-Hermite needs more nodes. Measured on ddpm-rmp, mix1d, li2023 T = 16:
+# TV at M = 4, 6, 8, 12 is 4.19678e-3, 4.20511e-3, 4.20415e-3, 4.20406e-3 (M = 6: 1e-6 from the M = 12 value).
+DEFAULT_NODES_WITH_NORMALS = 6
 
 
 def randomized_density_1d(target, sampler: RandomizedSampler, grid: Grid, p_init: GaussianMixture, G: int,
@@ -74,9 +81,17 @@ def _metrics(target, grid: Grid, z: Tensor, h: float, p: Tensor, mass: float) ->
     return {"tv": tv, "kl": kl}, abs(mass - 1) + q_out
 
 
+def default_nodes(target, sampler: RandomizedSampler, grid: Grid) -> int:
+    """Quadrature nodes per draw when none are asked for: DEFAULT_NODES, or DEFAULT_NODES_WITH_NORMALS when some
+    step draws normals (the steps are only built here, no model is evaluated)."""
+    steps = sampler.random_steps(CountingModel(ExactModel(target)), grid)
+    return DEFAULT_NODES_WITH_NORMALS if any(step.normals > 0 for step in steps) else DEFAULT_NODES
+
+
 def grid_1d_randomized(target, sampler, grid: Grid, init: str = "exact", G: int | None = None, width: float = 11.0,
-                       nodes: int = DEFAULT_NODES) -> dict[str, Measurement]:
-    """Method 6 (module docstring): the exact TV and KL of a randomized sampler's output mixture in 1-D."""
+                       nodes: int | None = None) -> dict[str, Measurement]:
+    """Method 6 (module docstring): the exact TV and KL of a randomized sampler's output mixture in 1-D; `nodes`
+    per draw (None: default_nodes)."""
     if not isinstance(sampler, RandomizedSampler):
         raise DivergenceError(f"sampler {sampler.info.name!r} has no random times: the randomized engine needs a "
                               "RandomizedSampler (use grid-1d-flow or grid-1d-kernel)")
@@ -93,6 +108,8 @@ def grid_1d_randomized(target, sampler, grid: Grid, init: str = "exact", G: int 
             raise DivergenceError(
                 f"target {target.name!r} at T={grid.T} has features too narrow for the randomized 1-D engine "
                 f"(finest scale {min_scale_1d(target, grid):.3g}); use a wider target or smaller T")
+    if nodes is None:
+        nodes = default_nodes(target, sampler, grid)
     if isinstance(nodes, bool) or int(nodes) != nodes or nodes < 2:
         raise DivergenceError(f"the randomized engine needs at least 2 quadrature nodes per step, got {nodes!r}")
     fine, defect = _metrics(target, grid, *randomized_density_1d(target, sampler, grid, p_init, G, width, nodes))

@@ -6,6 +6,7 @@
 
 from samplers import (
     amed,  # noqa: F401  (registers amed, amed-plugin:<base>, amed:<trained name>)
+    ddram,  # noqa: F401  (registers ddpm-rmp, ddpm-rmp:<linear>-<time>)
     diffusers,  # noqa: F401  (registers the family diffusers:<Scheduler>; diffusers imported lazily)
     expint,  # noqa: F401  (registers expint:<p>, order-p exponential Runge-Kutta)
     li2023,  # noqa: F401  (registers ode, ddim, ddpm, ode-accel, ddpm-accel)

@@ -279,12 +279,18 @@ class RandomStep:
     in that order; in a quadrature each draw is a scalar node instead. The draws of different steps are independent.
     Noise that is added last should go in `std`, not in `normals`: conditional on the draws the step is then a
     Gaussian transition, which keeps the averaged kernel smooth (a mixture of blurred push-forwards, not of point
-    masses)."""
+    masses). When the variance of that last noise depends on the random times (a Brownian increment split at a
+    random time: its part after the time), `std` is a function of the step's uniform draws, `std(*uniforms)`,
+    returning one std per sample (shape (n, 1, ..., 1)) in a run, and a scalar at a quadrature node."""
 
     step: Callable[..., Tensor]
-    std: Tensor | float = 0.0
+    std: Tensor | float | Callable[..., Tensor] = 0.0
     uniforms: int = 1
     normals: int = 0
+
+    def std_at(self, uniforms) -> Tensor | float:
+        """The std of the noise added last, given the step's uniform draws."""
+        return self.std(*uniforms) if callable(self.std) else self.std
 
 
 class RandomizedSampler(Sampler):
@@ -304,11 +310,12 @@ class RandomizedSampler(Sampler):
     def run(self, model: CountingModel, grid: Grid, x: Tensor, noise) -> Tensor:
         for step in self.random_steps(model, grid):
             per_sample = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1))
-            draws = [noise.uniform(per_sample) for _ in range(step.uniforms)]
-            draws += [noise(x) for _ in range(step.normals)]
+            times = [noise.uniform(per_sample) for _ in range(step.uniforms)]
+            draws = times + [noise(x) for _ in range(step.normals)]
             x = step.step(x, *draws)
-            if float(step.std) > 0:
-                x = x + step.std * noise(x)
+            std = step.std_at(times)
+            if bool(torch.any(torch.as_tensor(std) > 0)):
+                x = x + std * noise(x)
         return x
 
     def transition_mixture(self, model: CountingModel, grid: Grid, nodes: int
@@ -328,7 +335,8 @@ class RandomizedSampler(Sampler):
             for combination in itertools.product(*rules):
                 weight = math.prod(w for _, w in combination)
                 draws = tuple(v for v, _ in combination)
-                mixture.append((weight, (lambda x, draws=draws, s=step.step: s(x, *draws)), float(step.std)))
+                std = float(step.std_at(draws[: step.uniforms]))
+                mixture.append((weight, (lambda x, draws=draws, s=step.step: s(x, *draws)), std))
             yield mixture
 
 

@@ -124,6 +124,20 @@ FRONTIER: tuple[Theorem, ...] = tuple(
             "samplers here are the predictor alone with a fixed K and blocks of a fixed number of steps",
             recalled=True, families=("picard:",),
             source="abstract (polylog(d) rounds only); the TV rate and its d-power are recalled, not checked"),
+    # DDRaM (samplers.ddram). The abstract gives O~(sqrt(d)) score evaluations under smoothness; the 1/eps in
+    # "O~(sqrt(d)/eps) evaluations for KL <= eps^2" is read from a third-party summary of the paper, not from its
+    # text, hence recalled: sqrt(KL) = sqrt(d) polylog / T, i.e. KL ~ d / T^2.
+    Theorem("zhang2025-ddram", "Zhang, Huan, Huang, Boffi, Chen, Chewi 2025", "2511.04844",
+            ("ddpm-rmp", "ddpm-rmp:relative-importance", "ddpm-rmp:relative-uniform", "ddpm-rmp:score-importance",
+             "ddpm-rmp:score-uniform"), "kl", 2.0, float("nan"), 1.0, lambda T, d: d / T**2,
+            "KL <= d polylog / T^2 (O~(sqrt(d)/eps) score evaluations for KL <= eps^2, score smooth; the eps power "
+            "is from a summary of the paper, the sqrt(d) from its abstract)", recalled=True, source="abstract"),
+    # Stochastic Runge-Kutta for the reverse SDE: the abstract's statement, checked; its scheme could not be read
+    # (neither the paper's algorithm nor code by the authors was reachable), so no sampler implements it.
+    Theorem("wu2024-srk", "Wu, Chen, Wei 2024", "2410.04760", (), "kl", 2.0, float("nan"), 3.0,
+            lambda T, d: d**3 / T**2,
+            "KL <= d^3 polylog / T^2 (O~(d^(3/2)/eps) score evaluations for KL <= eps^2, eps small); sampler not "
+            "implemented: its stochastic Runge-Kutta update could not be read", source="abstract"),
 )
 THEOREMS = THEOREMS + FRONTIER
 
