@@ -261,7 +261,7 @@ def headline(frame: pd.DataFrame, nfe: int = 5) -> str:
     return text
 
 
-def plot(frame: pd.DataFrame, path: Path, table: str) -> None:
+def plot(frame: pd.DataFrame, path: Path, table: str, grid: str = "recommended") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,7 +283,8 @@ def plot(frame: pd.DataFrame, path: Path, table: str) -> None:
             ax.set_ylabel("exact KL(p || q)" if metric == "kl" else "exact TV")
             ax.grid(alpha=0.3, which="both")
         axes[1].legend(fontsize=7, ncol=2)
-        fig.suptitle(f"Solvers on their recommended grids, target {ok['target'].iloc[0] if len(ok) else ''}")
+        where = "their recommended grids" if grid == "recommended" else f"the {grid} grid"
+        fig.suptitle(f"Solvers on {where}, target {ok['target'].iloc[0] if len(ok) else ''}")
     else:
         solvers = sorted(ok["sampler"].unique())
         cols = 4
@@ -316,7 +317,9 @@ def report(frame: pd.DataFrame, line: str, args: argparse.Namespace) -> list[Pat
     rec = frame[frame["table"] == "recommended"]
     pd.set_option("display.width", 200)
     print(f"Table 1: exact KL(p || q), target {args.target} (d={frame['d'].iloc[0] if len(frame) else '?'}), "
-          "each solver on its recommended grid (n/i: the map is not invertible, no exact density)")
+          + ("each solver on its recommended grid" if args.grid == "recommended"
+             else f"every solver on the {args.grid} grid")
+          + " (n/i: the map is not invertible, no exact density; -: off budget or refused)")
     print(format_table(rec, "kl", "label").to_string())
     print("\nExact TV, same runs")
     print(format_table(rec, "tv", "label").to_string())
@@ -329,7 +332,7 @@ def report(frame: pd.DataFrame, line: str, args: argparse.Namespace) -> list[Pat
 
 
 def figures(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
-    plot(frame, args.out / "nfe.png", "recommended")
+    plot(frame, args.out / "nfe.png", "recommended", args.grid)
     if (frame["table"] == "grids").any():
         plot(frame, args.out / "nfe_grids.png", "grids")
         return [args.out / "nfe.png", args.out / "nfe_grids.png"]
