@@ -244,10 +244,12 @@ class RandomStep:
     in that order; in a quadrature each draw is a scalar node instead. The draws of different steps are independent.
     Noise that is added last should go in `std`, not in `normals`: conditional on the draws the step is then a
     Gaussian transition, which keeps the averaged kernel smooth (a mixture of blurred push-forwards, not of point
-    masses)."""
+    masses). `std` may also be a function of the step's draws, std(*draws) (a step that ends at a random time and
+    re-noises to a fixed level adds noise whose size depends on that time); it is called with the same draws as
+    `step`."""
 
     step: Callable[..., Tensor]
-    std: Tensor | float = 0.0
+    std: Tensor | float | Callable[..., Tensor | float] = 0.0
     uniforms: int = 1
     normals: int = 0
 
@@ -272,7 +274,9 @@ class RandomizedSampler(Sampler):
             draws = [noise.uniform(per_sample) for _ in range(step.uniforms)]
             draws += [noise(x) for _ in range(step.normals)]
             x = step.step(x, *draws)
-            if float(step.std) > 0:
+            if callable(step.std):  # noise whose size depends on the draws: drawn always, so the stream is fixed
+                x = x + step.std(*draws) * noise(x)
+            elif float(step.std) > 0:
                 x = x + step.std * noise(x)
         return x
 
@@ -293,7 +297,8 @@ class RandomizedSampler(Sampler):
             for combination in itertools.product(*rules):
                 weight = math.prod(w for _, w in combination)
                 draws = tuple(v for v, _ in combination)
-                mixture.append((weight, (lambda x, draws=draws, s=step.step: s(x, *draws)), float(step.std)))
+                std = float(step.std(*draws)) if callable(step.std) else float(step.std)
+                mixture.append((weight, (lambda x, draws=draws, s=step.step: s(x, *draws)), std))
             yield mixture
 
 
