@@ -9,6 +9,7 @@ from samplers import (
     diffusers,  # noqa: F401  (registers the family diffusers:<Scheduler>; diffusers imported lazily)
     expint,  # noqa: F401  (registers expint:<p>, order-p exponential Runge-Kutta)
     li2023,  # noqa: F401  (registers ode, ddim, ddpm, ode-accel, ddpm-accel)
+    lijiao,  # noqa: F401  (registers lijiao-rmp, lijiao-rmp:<N>)
     randomized_midpoint,  # noqa: F401  (registers ode-rmp, ode-rmp-is)
     solvers,  # noqa: F401  (registers euler, heun, dpm-solver-2, dpmpp-2m/3m, unipc, deis, ipndm, afs:)
 )
