@@ -100,7 +100,7 @@ FRONTIER: tuple[Theorem, ...] = tuple(
             float("nan"), 5 / 12, lambda T, d: d ** (5 / 12) / T,
             "TV <= L^(5/3) d^(5/12) polylog / T, for the randomized-midpoint ODE predictor with an "
             "underdamped-Langevin corrector (the samplers here are the predictor alone)", source="abstract"),
-    Theorem("lijiao2024-rmp", "Li & Jiao 2024", "2410.13738", ("lijiao-rmp", "lijiao-rmp:3"), "tv", 1.5, float("nan"), 0.5,
+    Theorem("lijiao2024-rmp", "Li & Jiao 2024", "2410.13738", ("lijiao-rmp",), "tv", 1.5, float("nan"), 0.5,
             lambda T, d: math.sqrt(d) / T**1.5,
             "TV <= L^(3/2) d^(1/2) polylog / T^(3/2) + score-error term (iteration complexity L d^(1/3) "
             "eps^(-2/3) up to logs; L-Lipschitz scores, no log-concavity), for randomized-midpoint ODE blocks with a "
