@@ -40,8 +40,21 @@ Total: T - 1 evaluations on a grid of T levels, one per interval.
 Randomized-engine form: a block is one RandomStep with N uniforms (r - 1 in the last block); the noise of (11a) is
 added last with a standard deviation that depends on u_N (RandomStep.std as a function of the draws), so each
 quadrature node's transition is a blurred push-forward. Expected order in the step size, for fixed N: 1 (the
-first piece of every block, [b_0, tau_0], is an Euler piece with an O(h^2) local error, one per block); measured
-in tests/test_orders.py.
+first piece of every block, [b_0, tau_0], is an Euler piece with an O(h^2) local error, one per block).
+Measured (exact randomized 1-D engine, 4 Gauss-Legendre nodes per uniform; fits with 95% intervals from
+theory.rates.fit_order):
+- 1-D Gaussian target, uniform sigma grid in [0.5, 5], T = 33, 65, 129 (tests/test_orders.py, slow): order in the
+  step size 0.97 [0.87, 1.07] (N = 2), 0.98 [0.76, 1.20] (N = 3). At T = 9, 17 the TV is 0.067, 0.069: not yet
+  falling.
+- mix1d, li2023 grid, T = 32, 64, 128, 256: TV 0.148, 0.135, 0.0865, 0.0518 (N = 2), order in T over the last three
+  0.69 [0.33, 1.05], not the theorem's 1.5 at these T. With fixed N the K = T / N Euler pieces cost about K h^2, so
+  order 1 is the most a fixed N can reach; a T^(-3/2) rate is consistent with N growing like sqrt(T) (then
+  K h^2 ~ T^(-3/2)), which this reading of the paper cannot confirm, and which the tensor-product quadrature
+  (4^N nodes per block) cannot measure exactly for large N.
+- Monotone maps: the Euler-in-tau piece multiplies the state's deviation by about 1 - (abar_t / abar_0 - 1) / 2 at
+  early, nearly Gaussian times, so a block whose level abar grows more than about threefold folds the density. On
+  the li2023 grid at T = 8 and 16 (1 - alpha up to 0.5 per interval, a block reaching into a third interval) the
+  first block's map is not increasing and the 1-D engines refuse (studies.rates stops there); T >= 32 is measured.
 
 d > 1: the random times are shared by all coordinates of a sample, so no exact engine applies (exact.choose_method
 refuses randomized samplers there, with the reason).
