@@ -127,6 +127,9 @@ def test_order_on_mixture(name):
 # ---------------------------------------------------------------------------- randomized samplers
 RANDOMIZED = sampler_names(stochastic=True)
 RANDOMIZED = [n for n in RANDOMIZED if isinstance(get_sampler(n), RandomizedSampler)]
+# lijiao-rmp is pre-asymptotic at T = 9, 17 (TV 0.067, 0.069: not yet falling; its Euler-in-tau first piece per
+# block has large relative steps there): it is fitted at larger T.
+RANDOMIZED_T = {"lijiao-rmp": (33, 65, 129)}
 
 
 @pytest.mark.slow
@@ -136,11 +139,12 @@ def test_declared_order_of_randomized_samplers(name):
     the output mixture over the random times: 1-D Gaussian target, uniform sigma grid in [0.5, 5] (polynomial,
     rho = 1, as the iPNDM check above), T = 9, 17, 33, G = 512 (the target is wide). Slow: every step pushes the
     density through 4 + 4 + 3 quadrature nodes' maps (measured 25-30 s per sampler on an idle core, minutes
-    on a busy one). Measured: ode-rmp 2.09 [1.83, 2.36], ode-rmp-is 2.03 [1.94, 2.12]."""
+    on a busy one). Measured: ode-rmp 2.09 [1.83, 2.36], ode-rmp-is 2.03 [1.94, 2.12]; lijiao-rmp (T = 33, 65, 129,
+    about 3 minutes on a busy core) 0.97 [0.87, 1.07]."""
     target = get_target("gaussian", 1)
     sampler = get_sampler(name)
     logs_h, logs_e = [], []
-    for T in (9, 17, 33):
+    for T in RANDOMIZED_T.get(name, (9, 17, 33)):
         grid = make_grid("polynomial", T, rho=1.0, sigma_min=0.5, sigma_max=5.0)
         result = measure(target, sampler, grid, init="exact", G=512)["tv"]
         assert result.method == "grid-1d-randomized"
