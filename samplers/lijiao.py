@@ -45,7 +45,9 @@ Measured (exact randomized 1-D engine, 4 Gauss-Legendre nodes per uniform; fits 
 theory.rates.fit_order):
 - 1-D Gaussian target, uniform sigma grid in [0.5, 5], T = 33, 65, 129 (tests/test_orders.py, slow): order in the
   step size 0.97 [0.87, 1.07] (N = 2), 0.98 [0.76, 1.20] (N = 3). At T = 9, 17 the TV is 0.067, 0.069: not yet
-  falling.
+  falling. At T = 33, 65, 129 the TV is 0.0789, 0.0385, 0.0190 (N = 1), 0.0384, 0.0198, 0.0100 (N = 2) and 0.0291,
+  0.0151, 0.0075 (N = 3): halved from N = 1 to 2 (one Euler piece per block, half as many blocks), cut by a further
+  quarter from 2 to 3.
 - mix1d, li2023 grid, T = 32, 64, 128, 256: TV 0.148, 0.135, 0.0865, 0.0518 (N = 2), order in T over the last three
   0.69 [0.33, 1.05], not the theorem's 1.5 at these T. With fixed N the K = T / N Euler pieces cost about K h^2, so
   order 1 is the most a fixed N can reach; a T^(-3/2) rate is consistent with N growing like sqrt(T) (then
