@@ -16,6 +16,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = Path("results/figures")
 
+FRONTIER = ["ddim", "ode-accel", "ddpm", "ddpm-accel", "expint:1", "expint:2", "expint:3", "expint:4", "ode-rmp",
+            "ode-rmp-is", "ddpm-rmp", "lijiao-rmp", "picard", "picard:2,8", "ode-renoise"]
+
 # name -> (study module, arguments, {PNG the study writes, relative to its --out: file name under figures/})
 FIGURES: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "rates": ("studies.rates", ["--sampler", "ode", "ddim", "ode-accel", "ddpm", "ddpm-accel"],
@@ -25,6 +28,12 @@ FIGURES: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "dimension": ("studies.dimension", [], {"dimension.png": "dimension.png"}),
     "dimension-subspace": ("studies.dimension", ["--family", "subspace"], {"dimension.png": "dimension-subspace.png"}),
     "tightness": ("studies.tightness", [], {"tightness.png": "tightness.png"}),
+    # the samplers proven since 2024 against the seed ones at equal NFE, every sampler on the li2023 grid
+    "frontier-mix1d": ("studies.nfe", ["--sampler", *FRONTIER, "--grid", "li2023", "--nfe", "12", "24", "48", "96",
+                                       "--no-grid-table", "--no-amed"], {"nfe.png": "frontier-mix1d.png"}),
+    "frontier-subspace16": ("studies.nfe", ["--sampler", *FRONTIER, "--grid", "li2023", "--nfe", "12", "24", "48",
+                                            "96", "--target", "subspace-product:2", "--d", "16", "--no-grid-table",
+                                            "--no-amed"], {"nfe.png": "frontier-subspace16.png"}),
     "score-error": ("studies.score_error", [], {"score_error.png": "score_error.png"}),
     "nfe": ("studies.nfe", [], {"nfe.png": "nfe.png", "nfe_grids.png": "nfe_grids.png"}),
     "geometry": ("studies.geometry", [], {"geometry.png": "geometry.png"}),
