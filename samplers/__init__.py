@@ -9,7 +9,7 @@ from samplers import (
     ddram,  # noqa: F401  (registers ddpm-rmp, ddpm-rmp:<linear>-<time>)
     diffusers,  # noqa: F401  (registers the family diffusers:<Scheduler>; diffusers imported lazily)
     expint,  # noqa: F401  (registers expint:<p>, order-p exponential Runge-Kutta)
-    li2023,  # noqa: F401  (registers ode, ddim, ddpm, ode-accel, ddpm-accel)
+    li2023,  # noqa: F401  (registers ode, ddim, ddpm, ddpm-posterior, ode-accel, ddpm-accel)
     lijiao,  # noqa: F401  (registers lijiao-rmp, lijiao-rmp:<N>)
     picard,  # noqa: F401  (registers picard, picard:K,B: parallel Picard sweeps of the probability-flow ODE)
     randomized_midpoint,  # noqa: F401  (registers ode-rmp, ode-rmp-is)

@@ -23,7 +23,8 @@ def _local_order(name: str, metric: str, T_small: int = 256, T_large: int = 512)
     return math.log(values[1] / values[0]) / math.log(grids[1].max_step / grids[0].max_step)
 
 
-@pytest.mark.parametrize("name,T_small", [("ddim", 256), ("ode-accel", 256), ("ddpm", 128), ("ddpm-accel", 128)])
+@pytest.mark.parametrize("name,T_small", [("ddim", 256), ("ode-accel", 256), ("ddpm", 128), ("ddpm-accel", 128),
+                                          ("ddpm-posterior", 128)])
 def test_declared_tv_order_in_step_size(name, T_small):
     declared = get_sampler(name).info.order
     assert abs(_local_order(name, "tv", T_small, 2 * T_small) - declared) < 0.1

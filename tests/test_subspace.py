@@ -239,3 +239,20 @@ def test_stochastic_samplers_in_high_dimension(sampler, d):
     upper = min(1.0, core["tv"].value + tv_gauss)
     slack = 4 * tv.numerical_error + core["tv"].numerical_error + 1e-12
     assert lower - slack <= tv.value <= upper + slack
+
+
+@pytest.mark.parametrize("d", [64, 1024])
+def test_posterior_variance_ddpm_transports_empty_directions_exactly(d):
+    """On data that lie exactly on a line (floor 0), ddpm-posterior's output law in each empty direction is the
+    exact one, so its KL does not depend on d at all; ddpm's (variance (1 - alpha) / alpha) adds a fixed KL per
+    empty direction."""
+    from theory.subspace import subspace_family
+
+    grid = make_grid("li2023", 32)
+    kls = {}
+    for name in ("ddpm-posterior", "ddpm"):
+        kls[name] = [measure(subspace_family(dim, 1, product_core=True, floor=0.0), get_sampler(name), grid)["kl"]
+                     for dim in (8, d)]
+    low, high = kls["ddpm-posterior"]
+    assert abs(high.value - low.value) <= 1e-9 * low.value + high.numerical_error + low.numerical_error, (low, high)
+    assert kls["ddpm"][1].value > (d / 8) * 0.5 * kls["ddpm"][0].value  # about linear in d

@@ -142,6 +142,11 @@ FRONTIER: tuple[Theorem, ...] = tuple(
             lambda T, d: d**3 / T**2,
             "KL <= d^3 polylog / T^2 (O~(d^(3/2)/eps) score evaluations for KL <= eps^2, eps small); sampler not "
             "implemented: its stochastic Runge-Kutta update could not be read", source="abstract"),
+    Theorem("liyan2024-adaptive", "Li & Yan 2024", "2405.14861", ("ddpm-posterior",), "tv", 0.5, float("nan"),
+            0.0, lambda T, d: 1 / math.sqrt(T),
+            "TV <= k^2 polylog / sqrt(T), k the intrinsic dimension, for DDPM with its unique adaptive coefficient "
+            "design; no power of the ambient d (d_power 0: the shape leaves out k^2, fixed in a d sweep); that the "
+            "design is ddpm-posterior's is recalled and derived, not read", recalled=True, source="abstract"),
     Theorem("licai2024-accel", "Li & Cai 2024", "2410.23285", (), "tv", 2.0, float("nan"), 2.5,
             lambda T, d: d**2.5 / T**2,
             "TV <= eps within O~(d^(5/4) / sqrt(eps)) iterations (for eps <= 1/sqrt(d), L2-accurate scores, finite "
