@@ -50,8 +50,8 @@ FAMILIES = {
     "mixture": ("mixture-diag", "flow-mc", ("ode", "ddim", "ode-accel")),
     # the seed samplers and the samplers proven since 2024 that the subspace engine measures (the randomized ones
     # are refused in d > 1: one random time moves every coordinate)
-    "subspace": ("subspace-product", "subspace", ("ddpm", "ddpm-posterior", "ddpm-accel", "ddim", "ode-accel", "ode-renoise", "expint:2",
-                                                  "picard")),
+    "subspace": ("subspace-product", "subspace", ("ddpm", "ddpm-posterior", "ddpm-accel", "ddim", "ode-accel",
+                                                  "ode-renoise", "expint:2", "picard")),
 }
 DEFAULT_FAMILIES = ["gaussian", "product", "mixture"]  # subspace has its own sweep: ask for it by name
 DEFAULT_K = [1, 2, 4, 8]
