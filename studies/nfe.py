@@ -271,12 +271,15 @@ def plot(frame: pd.DataFrame, path: Path, table: str, grid: str = "recommended")
     ok["kl"], ok["tv"] = ok["kl"].astype(float), ok["tv"].astype(float)
     if table == "recommended":
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        colours = plt.get_cmap("tab20").colors  # more solvers than the default cycle has colours
+        markers = "o.sD^v<>Ph*X"
         for metric, ax in zip(("kl", "tv"), axes):
             every = sorted(frame["nfe"].unique())
-            for label, part in ok.groupby("label"):
+            for i, (label, part) in enumerate(ok.groupby("label")):
                 part = part.set_index("nfe").reindex(every).reset_index()  # gaps (n/i) break the line
-                style = "-o" if label.startswith("AMED") else "--."
-                ax.errorbar(part["nfe"], part[metric], yerr=part[f"{metric}_error"].astype(float), fmt=style,
+                line = "-" if label.startswith("AMED") else "--"
+                ax.errorbar(part["nfe"], part[metric], yerr=part[f"{metric}_error"].astype(float), fmt=line,
+                            marker=markers[i % len(markers)], markersize=4, color=colours[i % len(colours)],
                             label=label, capsize=2)
             ax.set_yscale("log")
             ax.set_xlabel("NFE")
