@@ -33,7 +33,16 @@ import torch
 from exact import BATCHED, METHODS, SEEDED, DivergenceError, Measurement, choose_method, init_error, measure
 from exact.path_kl import gaussian_transitions
 from samplers import CountingModel, ExactModel, get_sampler, sampler_grid, schedule_label
-from studies.common import Study, StudyParser, add_flags, integer, powers_of_two, sampler_list, study_parser
+from studies.common import (
+    ResultsFile,
+    Study,
+    StudyParser,
+    add_flags,
+    integer,
+    powers_of_two,
+    sampler_list,
+    study_parser,
+)
 from theory.bounds import check_bound, theorems_for
 from theory.catalog import get_target
 from theory.rates import RateError, fit_order, local_slopes
@@ -117,6 +126,50 @@ def work(job: Job) -> list[dict]:
     grid = sampler_grid(sampler, job.T, job.schedule).to(device)  # a diffusers scheduler brings its own
     torch.manual_seed(job.seed)
     result = {}
+    try:
+        _measure_job(job, target, sampler, grid, result)
+    except DivergenceError as err:
+        if not folds(err):
+            raise
+        # A map that folds at this T (a property of the sampler at this step size, not bad input): the rows say
+        # "not measured" with the reason, and the sweep goes on to the other T.
+        print(f"studies.rates: {job.sampler} at T={job.T}: not measured: {err}", file=sys.stderr)
+        return [_row(job, target, grid, sampler.nfe(grid), metric, ResultsFile.NOT_MEASURED, ResultsFile.NOT_MEASURED,
+                     "not measured: " + str(err)[:100].replace(",", ";"), {}, True) for metric in job.metrics]
+    start_error = init_error(target, grid, job.init)
+    nfe = sampler.nfe(grid)
+    rows = []
+    for metric in job.metrics:
+        m: Measurement = result[metric]
+        rows.append(_row(job, target, grid, nfe, metric, m.value, m.numerical_error, m.method, start_error,
+                         m.flagged))
+    return rows
+
+
+FOLD_MARKERS = ("not increasing", "determinant", "diffeomorphism")
+
+
+def folds(err: Exception) -> bool:
+    """Whether an engine refused because the sampler's map is not invertible at this T (it folds)."""
+    return any(marker in str(err) for marker in FOLD_MARKERS)
+
+
+def _row(job: Job, target, grid, nfe: int, metric: str, value, error, method: str, start_error: dict,
+         flagged: bool) -> dict:
+    row = {
+        "sampler": job.sampler, "schedule": job.schedule, "target": target.name, "d": target.d, "T": job.T,
+        "nfe": nfe, "metric": metric, "value": value, "numerical_error": error, "method": method,
+        "init": job.init, "init_error": start_error.get(metric, float("nan")) if job.init != "exact" else 0.0,
+        "max_step": grid.max_step, "capped": grid.capped, "seed": job.seed, "flagged": flagged,
+    }
+    if not math.isfinite(row["init_error"]):
+        row["init_error"] = ""  # not computable for this target: left empty, never NaN
+    return row
+
+
+def _measure_job(job: Job, target, sampler, grid, result: dict) -> None:
+    """The job's measurements into `result`: the output metrics from the chosen engine, the path metrics from the
+    path-KL engine."""
     if any(metric not in PATH_METRICS for metric in job.metrics):
         method = choose_method(target, sampler) if job.method == "auto" else job.method
         # Monte Carlo parts (Gaussian TV in d > 1, flow Monte Carlo, product TV) draw from --seed.
@@ -132,21 +185,6 @@ def work(job: Job) -> list[dict]:
         # compare=False: the output KLs, where asked for, are rows of their own
         result.update(measure(target, sampler, grid, init=job.init, method="path-kl", seed=job.seed,
                               samples=PATH_SAMPLES, compare=False))
-    start_error = init_error(target, grid, job.init)
-    nfe = sampler.nfe(grid)
-    rows = []
-    for metric in job.metrics:
-        m: Measurement = result[metric]
-        rows.append({
-            "sampler": job.sampler, "schedule": job.schedule, "target": target.name, "d": target.d, "T": job.T,
-            "nfe": nfe, "metric": metric, "value": m.value, "numerical_error": m.numerical_error, "method": m.method,
-            "init": job.init, "init_error": start_error.get(metric, float("nan")) if job.init != "exact" else 0.0,
-            "max_step": grid.max_step, "capped": grid.capped, "seed": job.seed, "flagged": m.flagged,
-        })
-    for row in rows:
-        if not math.isfinite(row["init_error"]):
-            row["init_error"] = ""  # not computable for this target: left empty, never NaN
-    return rows
 
 
 def fit_orders(frame: pd.DataFrame, window: int | None) -> tuple[pd.DataFrame, list[str]]:
@@ -309,14 +347,27 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def measured(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a value (rows whose map folded at their T say "not measured" and are left out), numeric."""
+    values = pd.to_numeric(frame["value"], errors="coerce")
+    keep = values.notna()
+    out = frame[keep].copy()
+    out["value"] = values[keep].astype(float)
+    out["numerical_error"] = pd.to_numeric(out["numerical_error"], errors="coerce")
+    return out
+
+
 def summarise(frame: pd.DataFrame, args: argparse.Namespace) -> tuple[pd.DataFrame, list[str]]:
-    return fit_orders(frame, args.window)
+    return fit_orders(measured(frame), args.window)
 
 
 def report(frame: pd.DataFrame, summary: tuple[pd.DataFrame, list[str]], args: argparse.Namespace) -> list[Path]:
     orders, verdicts = summary
     orders.to_csv(args.out / "orders.csv", index=False)
-    print_table(frame)
+    print_table(measured(frame))
+    missing = frame[pd.to_numeric(frame["value"], errors="coerce").isna()]
+    for (name, T), rows in missing.groupby(["sampler", "T"], sort=False):
+        print(f"{name} at T={T}: {rows['method'].iloc[0]}")
     print()
     for line in verdicts:
         print(line)
@@ -324,7 +375,7 @@ def report(frame: pd.DataFrame, summary: tuple[pd.DataFrame, list[str]], args: a
 
 
 def figures(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
-    plot(frame, args.out / "rates.png")
+    plot(measured(frame), args.out / "rates.png")
     return [args.out / "rates.png"]
 
 

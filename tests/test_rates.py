@@ -150,3 +150,18 @@ def test_path_kl_rows_bound_the_output_kl_and_follow_the_seed(tmp_path, capsys):
         assert (wide["kl_path_sampler"] + 3 * errors["kl_path_sampler"] >= wide["kl"]).all(), wide
         assert (errors["kl_path"] > 0).all()
     pd.testing.assert_frame_equal(frames["m"], frames["m2"])
+
+
+def test_a_T_at_which_the_map_folds_is_not_measured_and_the_sweep_goes_on(tmp_path, capsys):
+    """lijiao-rmp's map folds at T = 8 and 16 on li2023 (the exact engine refuses it): those rows say "not
+    measured" with the reason, T = 32 is measured, and the run ends normally."""
+    from studies import rates
+    from studies.common import ResultsFile
+
+    out = tmp_path / "fold"
+    assert rates.main(["--sampler", "lijiao-rmp", "--T", "8", "32", "--metric", "tv", "--out", str(out),
+                       "--no-plot", "--scheduler", "none"]) == 0
+    text = pd.read_csv(out / "rates.csv", dtype=str, keep_default_na=False).set_index("T")
+    assert text.loc["8", "value"] == ResultsFile.NOT_MEASURED and "not increasing" in text.loc["8", "method"]
+    assert float(text.loc["32", "value"]) > 0
+    assert "lijiao-rmp at T=8: not measured" in capsys.readouterr().out
