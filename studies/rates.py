@@ -30,9 +30,24 @@ import numpy as np
 import pandas as pd
 import torch
 
-from exact import BATCHED, METHODS, SEEDED, DivergenceError, Measurement, choose_method, init_error, measure
+from exact import (
+    BATCHED,
+    METHODS,
+    SEEDED,
+    DivergenceError,
+    Measurement,
+    choose_method,
+    init_error,
+    measure,
+)
 from exact.path_kl import gaussian_transitions
-from samplers import CountingModel, ExactModel, get_sampler, sampler_grid, schedule_label
+from samplers import (
+    CountingModel,
+    ExactModel,
+    get_sampler,
+    sampler_grid,
+    schedule_label,
+)
 from studies.common import (
     ResultsFile,
     Study,
