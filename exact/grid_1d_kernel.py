@@ -11,12 +11,18 @@ p = q, an error c h^2) is Richardson-extrapolated from G and G/2, with the size 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from exact.base import DivergenceError, Measurement, initial_law, map_and_slope, trapezoid
+from exact.base import (
+    DivergenceError,
+    Measurement,
+    initial_law,
+    map_and_slope,
+    trapezoid,
+)
 from samplers.base import CountingModel, ExactModel, MarkovSampler
 from theory.schedules import Grid
 from theory.targets import DTYPE, GaussianMixture
@@ -62,7 +68,7 @@ def _pushforward_together(densities: list[tuple[Tensor, Tensor, float, float]], 
     (kappa = max |m''| / m' over the grid) and m' there is m' at the previous iterate minus s m'' (m'' from central
     differences of m' at the nodes, linearly interpolated), exact to O(s^2 + s h^2): one Newton evaluation is then
     enough. Otherwise Newton goes on (at most 8 evaluations) until its step is at rounding level."""
-    run = lambda pts: m(pts[:, None])[:, 0]  # noqa: E731
+    run = lambda pts: m(pts[:, None])[:, 0]
     sizes = [z.numel() for _, z, _, _ in densities]
     mz_all, dmz_all = map_and_slope(run, torch.cat([z for _, z, _, _ in densities]))
     starts, targets, kappas, corrections = [], [], [], []
@@ -201,20 +207,25 @@ def min_scale_1d(target: GaussianMixture, grid: Grid) -> float:
     return float(torch.sqrt(target.level_variances(grid.abar[-1])).min())
 
 
+def default_G(target: GaussianMixture, grid: Grid, p_init: GaussianMixture, width: float, engine: str) -> int:
+    """The grid size that resolves the narrowest feature with ~12 nodes per standard deviation (a power of two, at
+    least 4096), or a one-line refusal above 2^20 nodes."""
+    lo, hi = kernel_range(target, grid, p_init, width)
+    G = int(2 ** math.ceil(math.log2(max(4096, 12 * (hi - lo) / min_scale_1d(target, grid)))))
+    if G > 2**20:
+        raise DivergenceError(
+            f"target {target.name!r} at T={grid.T} has features too narrow for {engine} "
+            f"(finest scale {min_scale_1d(target, grid):.3g}); use a wider target or smaller T")
+    return G
+
+
 def grid_1d_kernel(target, sampler, grid, init="exact", G: int | None = None, width: float = 11.0):
     """metrics.md method 2, with its error estimate from a half-resolution rerun."""
     if not isinstance(sampler, MarkovSampler):
         raise DivergenceError(f"sampler {sampler.info.name!r} is not written as Gaussian transitions")
     p_init = initial_law(target, grid, init)
     if G is None:
-        lo, hi = kernel_range(target, grid, p_init, width)
-        # Resolve the narrowest feature with ~12 nodes per standard deviation; at least 4096 nodes.
-        G = int(2 ** math.ceil(math.log2(max(4096, 12 * (hi - lo) / min_scale_1d(target, grid)))))
-        if G > 2**20:
-            raise DivergenceError(
-                f"target {target.name!r} at T={grid.T} has features too narrow for the 1-D kernel engine "
-                f"(finest scale {min_scale_1d(target, grid):.3g}); use a wider target or smaller T"
-            )
+        G = default_G(target, grid, p_init, width, "the 1-D kernel engine")
     # The fine grid and the half-resolution one (the error estimate) travel through the transitions together.
     fine_density, coarse_density = kernel_densities_1d(target, sampler, grid, p_init, [G, G // 2], width)
     fine, defect = _grid_1d_kernel_once(target, grid, *fine_density)

@@ -22,19 +22,24 @@ Only 1-D targets: in d > 1 one random time moves every coordinate, so even on a 
 a mixture over the N-dimensional vector of times of product laws, not a product, and on a Gaussian target a
 mixture of Gaussians; neither the product nor the Gaussian engine applies and this engine refuses.
 
-Depends on exact.grid_1d_kernel: _pushforward, _gaussian_blur, kernel_range, min_scale_1d, _abs_integral,
+Depends on exact.grid_1d_kernel: _pushforward, _gaussian_blur, kernel_range, default_G, _abs_integral,
 _kl_integrand (imported, not copied).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from exact.base import DivergenceError, Measurement, initial_law, trapezoid
-from exact.grid_1d_kernel import _abs_integral, _gaussian_blur, _kl_integrand, _pushforward, kernel_range, min_scale_1d
+from exact.grid_1d_kernel import (
+    _abs_integral,
+    _gaussian_blur,
+    _kl_integrand,
+    _pushforward,
+    default_G,
+    kernel_range,
+)
 from samplers.base import CountingModel, ExactModel, RandomizedSampler
 from theory.schedules import Grid
 from theory.targets import DTYPE, GaussianMixture
@@ -101,13 +106,7 @@ def grid_1d_randomized(target, sampler, grid: Grid, init: str = "exact", G: int 
             "every coordinate, so the output law is a mixture of product laws, not a product")
     p_init = initial_law(target, grid, init)
     if G is None:
-        lo, hi = kernel_range(target, grid, p_init, width)
-        # As the kernel engine: ~12 nodes per narrowest standard deviation, at least 4096.
-        G = int(2 ** math.ceil(math.log2(max(4096, 12 * (hi - lo) / min_scale_1d(target, grid)))))
-        if G > 2**20:
-            raise DivergenceError(
-                f"target {target.name!r} at T={grid.T} has features too narrow for the randomized 1-D engine "
-                f"(finest scale {min_scale_1d(target, grid):.3g}); use a wider target or smaller T")
+        G = default_G(target, grid, p_init, width, "the randomized 1-D engine")  # as the kernel engine
     if nodes is None:
         nodes = default_nodes(target, sampler, grid)
     if isinstance(nodes, bool) or int(nodes) != nodes or nodes < 2:
