@@ -22,8 +22,8 @@ Only 1-D targets: in d > 1 one random time moves every coordinate, so even on a 
 a mixture over the N-dimensional vector of times of product laws, not a product, and on a Gaussian target a
 mixture of Gaussians; neither the product nor the Gaussian engine applies and this engine refuses.
 
-Depends on exact.grid_1d_kernel: _pushforward, _gaussian_blur, kernel_range, default_G, _abs_integral,
-_kl_integrand (imported, not copied).
+Depends on exact.grid_1d_kernel: _pushforward, _gaussian_blur, kernel_range, default_G and _grid_1d_kernel_once
+(the TV and KL of a tabulated density) (imported, not copied).
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ from torch import Tensor
 
 from exact.base import DivergenceError, Measurement, initial_law, trapezoid
 from exact.grid_1d_kernel import (
-    _abs_integral,
     _gaussian_blur,
-    _kl_integrand,
+    _grid_1d_kernel_once,
     _pushforward,
     default_G,
     kernel_range,
@@ -74,18 +73,6 @@ def randomized_density_1d(target, sampler: RandomizedSampler, grid: Grid, p_init
     return z, h, p / mass, mass
 
 
-def _metrics(target, grid: Grid, z: Tensor, h: float, p: Tensor, mass: float) -> tuple[dict, float]:
-    """TV and KL of the density p on the grid z against q at the grid's last level, and the mass defect plus the
-    target's mass outside the grid."""
-    level = grid.abar[-1]
-    q = torch.exp(target.log_prob(z[:, None], level))
-    q_out = float(1 - (target.cdf(z[-1:], level) - target.cdf(z[:1], level)))
-    tv = 0.5 * _abs_integral(p - q, h) + 0.5 * q_out
-    log_ratio = torch.log(p).clamp_min(-745.0) - target.log_prob(z[:, None], level)
-    kl = float(trapezoid(_kl_integrand(p, q, log_ratio), h))
-    return {"tv": tv, "kl": kl}, abs(mass - 1) + q_out
-
-
 def default_nodes(target, sampler: RandomizedSampler, grid: Grid) -> int:
     """Quadrature nodes per draw when none are asked for: DEFAULT_NODES, or DEFAULT_NODES_WITH_NORMALS when some
     step draws normals (the steps are only built here, no model is evaluated)."""
@@ -111,10 +98,11 @@ def grid_1d_randomized(target, sampler, grid: Grid, init: str = "exact", G: int 
         nodes = default_nodes(target, sampler, grid)
     if isinstance(nodes, bool) or int(nodes) != nodes or nodes < 2:
         raise DivergenceError(f"the randomized engine needs at least 2 quadrature nodes per step, got {nodes!r}")
-    fine, defect = _metrics(target, grid, *randomized_density_1d(target, sampler, grid, p_init, G, width, nodes))
-    coarse, _ = _metrics(target, grid, *randomized_density_1d(target, sampler, grid, p_init, G // 2, width, nodes))
-    coarse_few, _ = _metrics(target, grid, *randomized_density_1d(target, sampler, grid, p_init, G // 2, width,
-                                                                  nodes - 1))
+    metrics = _grid_1d_kernel_once  # TV and KL of a tabulated density against q, as the kernel engine
+    fine, defect = metrics(target, grid, *randomized_density_1d(target, sampler, grid, p_init, G, width, nodes))
+    coarse, _ = metrics(target, grid, *randomized_density_1d(target, sampler, grid, p_init, G // 2, width, nodes))
+    coarse_few, _ = metrics(target, grid, *randomized_density_1d(target, sampler, grid, p_init, G // 2, width,
+                                                                 nodes - 1))
     tv_correction = (fine["tv"] - coarse["tv"]) / 3  # the kernel engine's Richardson step for TV's kinks
     tv_quadrature = abs(coarse["tv"] - coarse_few["tv"])
     kl_quadrature = abs(coarse["kl"] - coarse_few["kl"])
