@@ -97,19 +97,13 @@ class SubspaceTarget(ScoreDerived):
             Q = torch.as_tensor(rotation, dtype=DTYPE, device=device)
             if Q.shape != (d, d):
                 raise TargetError(f"the rotation must be a d x d matrix (d = {d}), got shape {tuple(Q.shape)}")
-            deviation = float((Q.T @ Q - torch.eye(d, dtype=DTYPE, device=device)).abs().max())
-            if not deviation <= ORTHOGONALITY_TOL:
-                raise TargetError(f"the rotation is not orthogonal: max |Q^T Q - I| = {deviation:.3g} "
-                                  f"(tolerance {ORTHOGONALITY_TOL:g})")
+            _check_orthonormal(Q, "the rotation is not orthogonal: max |Q^T Q - I|")
             B = Q[:, :k].clone()
         elif basis is not None:
             B = torch.as_tensor(basis, dtype=DTYPE, device=device)
             if B.shape != (d, k):
                 raise TargetError(f"the basis must be a d x k matrix (d = {d}, k = {k}), got shape {tuple(B.shape)}")
-            deviation = float((B.T @ B - torch.eye(k, dtype=DTYPE, device=device)).abs().max())
-            if not deviation <= ORTHOGONALITY_TOL:
-                raise TargetError(f"the basis columns are not orthonormal: max |B^T B - I| = {deviation:.3g} "
-                                  f"(tolerance {ORTHOGONALITY_TOL:g})")
+            _check_orthonormal(B, "the basis columns are not orthonormal: max |B^T B - I|")
         else:
             B = random_basis(d, k, seed, device)
         if shift is None:
@@ -282,6 +276,13 @@ class SubspaceTarget(ScoreDerived):
     @property
     def covs(self) -> Tensor:
         return self.to_mixture().covs
+
+
+def _check_orthonormal(M: Tensor, what: str) -> None:
+    """Refuse (one line) a matrix whose columns are not orthonormal within ORTHOGONALITY_TOL."""
+    deviation = float((M.T @ M - torch.eye(M.shape[1], dtype=M.dtype, device=M.device)).abs().max())
+    if not deviation <= ORTHOGONALITY_TOL:
+        raise TargetError(f"{what} = {deviation:.3g} (tolerance {ORTHOGONALITY_TOL:g})")
 
 
 # ---------------------------------------------------------------------------- recognising the structure
