@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from theory.fingerprint import digest
 from theory.schedules import Grid, make_grid
 from theory.targets import GaussianMixture
 
@@ -245,6 +246,14 @@ class Sampler:
         model = CountingModel(_NullModel())
         self.run(model, grid, torch.zeros(1, 1, dtype=grid.abar.dtype), ZeroNoise())
         return model
+
+    def fingerprint(self) -> str:
+        """A digest of what this sampler object is (theory.fingerprint): its class, its declared metadata and its
+        options, i.e. the public attributes its constructor set (a tableau, a block size, a trained predictor's
+        weights, a diffusers scheduler's configuration); not its registry name, and not its code (studies key that
+        apart, by the source text of the modules its class rests on)."""
+        options = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return digest("Sampler", type(self), self.info, options)
 
     def __repr__(self) -> str:
         return f"<sampler {self.info.name}>"

@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from theory.fingerprint import digest
 from theory.targets import DTYPE, GaussianMixture, ScoreDerived, TargetError
 
 EXPAND_LIMIT = 4096  # the largest number of components the explicit mixture form (weights, means, covs) may have
@@ -87,6 +88,10 @@ class ProductTarget(ScoreDerived):
 
     def to(self, device) -> "ProductTarget":
         return ProductTarget([m.to(device) for m in self.marginals], self.name)
+
+    def fingerprint(self) -> str:
+        """A digest of the law (theory.fingerprint): every coordinate's marginal in order, hence d; not the name."""
+        return digest("ProductTarget", [m.fingerprint() for m in self.marginals])
 
     def __repr__(self) -> str:
         return f"ProductTarget(name={self.name!r}, d={self.d}, distinct marginals={len(self.groups)})"

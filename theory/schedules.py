@@ -21,6 +21,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from theory.fingerprint import digest
+
 DTYPE = torch.float64
 
 
@@ -76,6 +78,12 @@ class Grid:
     def max_step(self) -> float:
         """The largest step size max_t (1 - alpha_t): the h that orders are measured against."""
         return float(self.beta.max())
+
+    def fingerprint(self) -> str:
+        """A digest of the levels themselves (theory.fingerprint: their float64 values), so that a changed schedule
+        parameter changes it even where the grid's name does not; the name, parameters and capped steps only label
+        them."""
+        return digest("Grid", self.abar)
 
     def to(self, device) -> "Grid":
         return Grid(self.abar.to(device), self.name, dict(self.params), self.capped)

@@ -38,6 +38,7 @@ import math
 import torch
 from torch import Tensor
 
+from theory.fingerprint import digest
 from theory.product import ProductTarget
 from theory.targets import DTYPE, LOG_2PI, GaussianMixture, ScoreDerived, TargetError, _as_level
 
@@ -149,6 +150,12 @@ class SubspaceTarget(ScoreDerived):
     @property
     def shift_norm(self) -> float:
         return float(torch.linalg.vector_norm(self.shift))
+
+    def fingerprint(self) -> str:
+        """A digest of the law (theory.fingerprint): the core's, the basis B (d x k), the shift and the floor;
+        not the name. The same law written with another basis of the same subspace has another fingerprint (a
+        conservative miss: it is measured again, never confused)."""
+        return digest("SubspaceTarget", self.core.fingerprint(), self.basis, self.shift, self.floor)
 
     def to(self, device) -> "SubspaceTarget":
         out = SubspaceTarget(self.core.to(device), self.d, self.floor, basis=self.basis.to(device),

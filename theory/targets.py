@@ -25,6 +25,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from theory.fingerprint import digest
+
 DTYPE = torch.float64
 LOG_2PI = math.log(2.0 * math.pi)
 LEVEL_CACHE_SIZE = 4096  # levels whose constants a mixture keeps (GaussianMixture._level_constants)
@@ -139,6 +141,11 @@ class GaussianMixture(ScoreDerived):
 
     def to(self, device) -> "GaussianMixture":
         return GaussianMixture(self.weights, self.means, self.covs, self.name, device=device)
+
+    def fingerprint(self) -> str:
+        """A digest of the law itself (theory.fingerprint): its float64 weights, means and (symmetrised) covariances,
+        hence K and d; not its name, file or device. Two mixtures with the same parameters share it."""
+        return digest("GaussianMixture", self.weights, self.means, self.covs)
 
     def __repr__(self) -> str:
         return f"GaussianMixture(name={self.name!r}, K={self.K}, d={self.d})"
