@@ -1,15 +1,49 @@
 """What every study shares: one CLI vocabulary (flags, one-line errors), clean exits on bad input, a resumable
-results file, sweeps that run in this process or on Dask, progress, devices, and the one shape of a study's main()
-(`Study`: parse -> setup -> jobs -> sweep -> read the CSV -> summarise -> print -> plot)."""
+results file whose rows are keyed by content, sweeps that run in this process or on Dask, progress, devices, and
+the one shape of a study's main() (`Study`: parse -> setup -> jobs -> sweep -> read the CSV -> summarise -> print
+-> plot).
+
+Content keys. A row is found again on a rerun by its names (the study's KEY columns: sampler, T, seed, ...) AND by
+its content key (the column KEY_COLUMN), a digest of everything that decided its value, in five parts (KEY_PARTS):
+
+- target: the target's own fingerprint (theory: a digest of its float64 parameters and structure, never its name
+  or file), so an edited JSON file under the same path is a new target;
+- sampler: the sampler object's fingerprint (samplers.base.Sampler.fingerprint: class, metadata, options);
+- grid: the grid's levels (theory.schedules.Grid.fingerprint), so a changed schedule parameter is caught;
+- engine: the exact method that measures and the options that change its value (seed, draws, grid nodes G, init,
+  the device's kind: a CUDA generator draws other numbers than the CPU's); never options that do not change it
+  (--batch: the Monte Carlo engines give the same numbers for any batch);
+- code: the source text of the modules that compute the value (code_digest: the sampler's and the engine's
+  modules and every theory/samplers/exact module they import, transitively, read from disk).
+
+Each part is the first PART_DIGITS hex digits of its sha256 (theory.fingerprint, the same in every process), and
+the key is the five joined by '-', so a row measured with other settings says which part differs. The code part is
+a hash of source text rather than the project's version: a version number changes with every release (every row
+measured again, although most modules did not change) and not with an edit between releases (a changed sampler
+would pass for the old one); a source hash changes exactly when the code that computed the value does. Its cost is
+reading a few dozen small files once per process (cached by file size and modification time).
+
+A job gives its ingredients (`ingredients(names)`: the parts above, as plain values and fingerprints); the study
+framework computes the key in the main process, before any measurement, writes it with every row, reuses a row
+only when its names and key both match, and reports the rows of the same names under another key once on stderr;
+they are never read into tables or fits. `--fresh` starts the results file over (the old file is moved to
+<file>.bak). A results file written before content keys (no KEY_COLUMN) is refused with a one-line error that
+says so (rerun with --fresh, or use another --out): its rows cannot be told current or stale.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import csv
+import importlib.util
+import inspect
 import math
+import os
 import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -20,6 +54,7 @@ import torch
 from exact import DivergenceError
 from samplers.base import SamplerError, get_sampler, sampler_names
 from studies.distributed import SchedulerError, scheduler_value
+from theory.fingerprint import digest
 from theory.rates import RateError
 from theory.schedules import ScheduleError
 from theory.targets import TargetError
@@ -61,22 +96,33 @@ class ResultsFile:
     switched off); the cell NOT_MEASURED says it was asked for and this row has no value (a metric that does not
     apply to this sampler, an engine that refused: the row's note, where it has one, says why). `rows()` reads the
     file back with NOT_MEASURED as None.
+
+    A study's file is keyed by content (the module docstring): KEY_COLUMN is one of its columns and one of `key`.
+    `fresh` starts the file over, moving an old one to <file>.bak (an older .bak is replaced).
     """
 
     NOT_MEASURED = "not measured"
 
-    def __init__(self, path: Path, columns: Sequence[str], key: Sequence[str]):
+    def __init__(self, path: Path, columns: Sequence[str], key: Sequence[str], fresh: bool = False):
         self.path = Path(path)
         self.columns = list(columns)
         self.key = list(key)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._done: set[tuple[str, ...]] = set()
+        if fresh and self.path.exists():
+            os.replace(self.path, backup_of(self.path))
         if self.path.exists() and self.path.stat().st_size > 0:
             with self.path.open(newline="") as fh:
                 reader = csv.DictReader(fh)
                 if reader.fieldnames != self.columns:
+                    if KEY_COLUMN in self.columns and KEY_COLUMN not in (reader.fieldnames or []):
+                        raise DivergenceError(
+                            f"{self.path} was written before results were keyed by content (it has no {KEY_COLUMN} "
+                            f"column): rerun with --fresh (it moves the file to {backup_of(self.path).name}) or use "
+                            "another --out")
                     raise DivergenceError(
-                        f"{self.path} has columns {reader.fieldnames}, expected {self.columns}: move it or use --out"
+                        f"{self.path} has columns {reader.fieldnames}, expected {self.columns}: move it, use --out "
+                        "or --fresh"
                     )
                 for row in reader:
                     self._done.add(tuple(str(row[k]) for k in self.key))
@@ -106,6 +152,141 @@ class ResultsFile:
         """Every row written so far, as strings, with a NOT_MEASURED cell as None (an empty cell stays '')."""
         with self.path.open(newline="") as fh:
             return [{c: (None if v == self.NOT_MEASURED else v) for c, v in row.items()} for row in csv.DictReader(fh)]
+
+    def others(self, expected: Iterable[dict]) -> tuple[int, list[str]]:
+        """Rows with the names of an expected row but another content key: (how many, the key parts that differ,
+        in KEY_PARTS order). `expected` are the rows' names with their KEY_COLUMN, as `done` takes them."""
+        names = [k for k in self.key if k != KEY_COLUMN]
+        wanted: dict[tuple[str, ...], set[str]] = {}
+        for row in expected:
+            wanted.setdefault(tuple(str(row[k]) for k in names), set()).add(str(row[KEY_COLUMN]))
+        count, parts = 0, set()
+        with self.path.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                keys = wanted.get(tuple(str(row[k]) for k in names))
+                if keys is None or row[KEY_COLUMN] in keys:
+                    continue
+                count += 1
+                for key in keys:
+                    parts.update(differing_parts(row[KEY_COLUMN], key))
+        return count, [part for part in KEY_PARTS if part in parts]
+
+    def report_others(self, expected: Iterable[dict], out=None) -> int:
+        """One line on stderr when rows of these names were measured with other content (see `others`); returns
+        how many."""
+        count, parts = self.others(expected)
+        if count:
+            what = "/".join(PART_WORDS[p] for p in parts) or "content"
+            rows, were, are = ("row", "was", "is") if count == 1 else ("rows", "were", "are")
+            print(f"{count} {rows} in {self.path.parent} {were} measured with another {what} and {are} ignored; "
+                  "--fresh starts over", file=out or sys.stderr)
+        return count
+
+
+def backup_of(path: Path) -> Path:
+    """Where --fresh moves an old results file: <file>.bak beside it."""
+    return path.with_name(path.name + ".bak")
+
+
+# ---------------------------------------------------------------------------- content keys
+KEY_COLUMN = "content_key"  # the column of a row's content key
+KEY_PARTS = ("target", "sampler", "grid", "engine", "code")  # what decided a row's value, in the key's order
+PART_WORDS = {"target": "target", "sampler": "sampler", "grid": "grid", "engine": "engine", "code": "code version"}
+PART_DIGITS = 8  # hex digits per part: a chance of 2^-32 that a change goes unseen in that part
+
+
+def content_key(ingredients: dict) -> str:
+    """The content key of a row from its ingredients ({part: value}, parts from KEY_PARTS; an absent part counts as
+    None): each part's digest (theory.fingerprint), shortened to PART_DIGITS, joined by '-'."""
+    unknown = set(ingredients) - set(KEY_PARTS)
+    if unknown:
+        raise KeyError(f"unknown content-key parts {sorted(unknown)}: the parts are {', '.join(KEY_PARTS)}")
+    return "-".join(digest(part, ingredients.get(part))[:PART_DIGITS] for part in KEY_PARTS)
+
+
+def differing_parts(old: str, new: str) -> list[str]:
+    """The parts in which two content keys differ (every part when one of them is not a key of this shape)."""
+    a, b = str(old).split("-"), str(new).split("-")
+    if len(a) != len(KEY_PARTS) or len(b) != len(KEY_PARTS):
+        return list(KEY_PARTS)
+    return [part for part, x, y in zip(KEY_PARTS, a, b) if x != y]
+
+
+PROJECT_PACKAGES = ("theory", "samplers", "exact")  # the floors whose code computes values; studies only ask
+_SOURCES: dict[str, tuple[tuple[int, int], str, tuple[str, ...]]] = {}  # path -> (stat, sha256, imported modules)
+
+
+def code_digest(*objects) -> str:
+    """A digest of the source text of the code behind `objects` (modules, classes, functions or instances): the
+    module each is defined in (for a class or instance, every class of its method resolution order) and every
+    module of theory/, samplers/ and exact/ that those import, transitively, at any depth of their code (ast). A
+    function of a study (outside those floors) counts by its own source text only.
+
+    Read from disk, each file once per process until its size or modification time changes, so an edited module
+    changes the digest of every row that rests on it, and only of those."""
+    modules: set[str] = set()
+    own: list[tuple[str, str]] = []
+    for obj in objects:
+        if isinstance(obj, types.ModuleType):
+            modules.add(obj.__name__)
+            continue
+        if inspect.isroutine(obj) and obj.__module__.split(".")[0] not in PROJECT_PACKAGES:
+            # A study's own function (a search, a trajectory): its source text alone, so that editing the study's
+            # report or verdict code does not invalidate its measurements. The lower floors it calls are named
+            # beside it by the caller.
+            own.append((f"{obj.__module__}.{obj.__qualname__}", inspect.getsource(obj)))
+            continue
+        classes = obj.__mro__ if isinstance(obj, type) else (
+            () if inspect.isroutine(obj) else type(obj).__mro__)
+        if inspect.isroutine(obj):
+            modules.add(obj.__module__)
+        modules.update(c.__module__ for c in classes if c.__module__ not in ("builtins", "abc", "typing"))
+    seen: dict[str, str] = {}
+    todo = sorted(modules)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name)
+        if path is None:
+            seen[name] = ""
+            continue
+        sha, imported = _source(path)
+        seen[name] = sha
+        todo.extend(m for m in imported if m not in seen)
+    return digest(sorted(seen.items()), sorted(own))
+
+
+def _module_file(name: str) -> str | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    origin = getattr(spec, "origin", None)
+    return origin if origin and origin.endswith(".py") else None
+
+
+def _source(path: str) -> tuple[str, tuple[str, ...]]:
+    """(sha256 of the file's text, the project modules it imports), cached by the file's size and mtime."""
+    import hashlib
+
+    stat = os.stat(path)
+    stamp = (stat.st_size, stat.st_mtime_ns)
+    cached = _SOURCES.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1], cached[2]
+    text = Path(path).read_bytes()
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.add(node.module)
+            imported.update(f"{node.module}.{alias.name}" for alias in node.names)  # a submodule, where it is one
+    project = tuple(sorted(m for m in imported if m.split(".")[0] in PROJECT_PACKAGES and _module_file(m)))
+    sha = hashlib.sha256(text).hexdigest()
+    _SOURCES[path] = (stamp, sha, project)
+    return sha, project
 
 
 def progress(iterable, total: int | None = None, desc: str = ""):
@@ -214,6 +395,9 @@ FLAGS: dict[str, tuple[Callable[[str], object] | None, str]] = {
                             "unset: torch's own choice)"),
     "out": (Path, "output folder (results CSV, tables, figure)"),
     "no_plot": (None, "skip the figure"),
+    "fresh": (None, "start the results file over: the old one is moved to <file>.bak beside it (an older .bak is "
+                    "replaced) and every row is measured anew; without it a rerun reuses each row whose names and "
+                    "content key (target, sampler, grid, engine, code) match, and ignores the others"),
     "scheduler": (scheduler_value, "where measurements run: 'none' (this process, in order), 'local' (a Dask "
                                    "cluster of local processes), 'auto' (this process, handing over to a local "
                                    "cluster once the work left outweighs its start-up) or the address of a running "
@@ -243,7 +427,7 @@ def add_flags(parser: argparse.ArgumentParser, aliases: dict[str, list[str]] | N
         kind, text = FLAGS[name]
         kind = types.get(name, kind)
         option = "--" + name.replace("_", "-")
-        if name == "no_plot":
+        if name in ("no_plot", "fresh"):
             parser.add_argument(option, action="store_true", help=text)
             continue
         options: dict = {"default": default, "help": text, "dest": name}
@@ -283,8 +467,10 @@ class Skip:
 
 
 def sweep(jobs: Sequence, work: Callable[[object], list[dict] | Skip], results: ResultsFile, *,
-          scheduler: str = "none", workers: int | None = None, desc: str = "") -> None:
-    """Run `work(job)` for every job and append each job's rows to `results`.
+          scheduler: str = "none", workers: int | None = None, desc: str = "",
+          stamp: Callable[[object, list[dict]], list[dict]] | None = None) -> None:
+    """Run `work(job)` for every job and append each job's rows to `results` (through `stamp(job, rows)`, in this
+    process, where given: Study adds the content keys this way).
 
     `work` must be a module-level function of one picklable argument (the job), so that it can run in another
     process. Rows are written in job order, each job's as soon as every earlier job is written: the file grows as
@@ -309,7 +495,7 @@ def sweep(jobs: Sequence, work: Callable[[object], list[dict] | Skip], results: 
                 if isinstance(outcome, Skip):
                     print(f"skipped: {outcome.reason}", file=sys.stderr)
                 else:
-                    results.append(outcome)
+                    results.append(stamp(jobs[next_index], outcome) if stamp is not None else outcome)
                 next_index += 1
     finally:
         finished.close()  # stops a cluster now, also when a row is refused or on Ctrl-C
@@ -322,8 +508,10 @@ class Study:
     parse -> setup -> jobs -> sweep -> read the CSV -> summarise -> print -> plot.
 
     A job is a picklable value (a frozen dataclass of plain values: names, numbers, paths as strings; never a
-    tensor or an open file) whose `row_keys()` gives the key values (`key` columns) of every row it writes; a job
-    whose rows are all in the results file already is not run again.
+    tensor or an open file) whose `row_keys()` gives the key values (`key` columns) of every row it writes and whose
+    `ingredients(names)` gives what decides the value of the row of those names ({part: value} over KEY_PARTS,
+    computed in the main process from the job's plain values, cheaply: fingerprints, never a measurement). A job
+    whose rows are all in the results file already, under the same names and content key, is not run again.
     """
 
     name: str  # python -m studies.<name>
@@ -344,11 +532,13 @@ class Study:
             started = time.perf_counter()
             device = setup(args)
             jobs = self.jobs(args, device)  # every check of the input happens here, before any measurement
-            results = self.open_results(args.out)
-            pending = [job for job in jobs if not all(results.done(**key) for key in job.row_keys())]
+            results = self.open_results(args.out, fresh=getattr(args, "fresh", False))
+            expected = [keyed_rows(job) for job in jobs]
+            results.report_others(key for keys in expected for key in keys)
+            pending = [job for job, keys in zip(jobs, expected) if not all(results.done(**key) for key in keys)]
             sweep(pending, self.work, results, scheduler=args.scheduler, workers=args.workers,
-                  desc=f"studies.{self.name}")
-            frame = rows_of(results.path, [key for job in jobs for key in job.row_keys()])
+                  desc=f"studies.{self.name}", stamp=self.stamp)
+            frame = rows_of(results.path, [key for keys in expected for key in keys])
             summary = self.summarise(frame, args)
             written = [results.path, *self.report(frame, summary, args)]
             if not args.no_plot and len(frame):
@@ -356,13 +546,31 @@ class Study:
             print(f"\nwrote {', '.join(str(path) for path in written)} ({time.perf_counter() - started:.1f} s)")
         return 0
 
-    def open_results(self, out: Path) -> ResultsFile:
+    def stamp(self, job, rows: list[dict]) -> list[dict]:
+        """A job's rows with their content keys (from the job's ingredients for each row's names)."""
+        keys: dict[tuple, str] = {}
+        out = []
+        for row in rows:
+            names = {k: row.get(k, "") for k in self.key}
+            ident = tuple(str(v) for v in names.values())
+            if ident not in keys:
+                keys[ident] = content_key(job.ingredients(names))
+            out.append({**row, KEY_COLUMN: keys[ident]})
+        return out
+
+    def open_results(self, out: Path, fresh: bool = False) -> ResultsFile:
         if Path(out).exists() and not Path(out).is_dir():
             raise StudyError(f"--out {str(out)!r} is a file, not a folder")
         try:
-            return ResultsFile(Path(out) / self.results, self.columns, self.key)
+            return ResultsFile(Path(out) / self.results, [*self.columns, KEY_COLUMN], [*self.key, KEY_COLUMN],
+                               fresh=fresh)
         except OSError as err:
             raise StudyError(f"cannot write results to --out {str(out)!r}: {err.strerror or err}") from None
+
+
+def keyed_rows(job) -> list[dict]:
+    """A job's row names, each with its content key (KEY_COLUMN): what `done` and `rows_of` take."""
+    return [{**names, KEY_COLUMN: content_key(job.ingredients(names))} for names in job.row_keys()]
 
 
 def rows_of(path: Path, keys: Iterable[dict]) -> pd.DataFrame:

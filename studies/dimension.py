@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from exact import BATCHED, DivergenceError, measure
+from exact import BATCHED, METHODS, DivergenceError, measure
 from samplers import get_sampler
-from studies.common import (Skip, Study, StudyParser, add_flags, integer, real, sampler_list, study_parser,
-                            with_intervals)
+from studies.common import (Skip, Study, StudyParser, add_flags, code_digest, integer, real, sampler_list,
+                            study_parser, with_intervals)
 from theory.bounds import theorems_for
 from theory.catalog import get_target
 from theory.rates import RateError, fit_order
@@ -72,7 +72,7 @@ def build_parser() -> StudyParser:
     parser = study_parser("dimension", __doc__)
     add_flags(parser, several=["sampler"], sampler=None, d=DEFAULT_D, schedule="li2023", T=DEFAULT_T, seed=0,
               device="cpu", threads=1, out=Path("results/dimension"), no_plot=False, scheduler="auto", workers=None,
-              batch=None)
+              batch=None, fresh=False)
     parser.add_argument("--family", nargs="+", default=DEFAULT_FAMILIES, choices=list(FAMILIES),
                         help="target families (samplers default to each family's list)")
     parser.add_argument("--k", nargs="+", type=integer(1), default=DEFAULT_K,
@@ -108,11 +108,21 @@ class Job:
     seed: int
     device: str
     batch: int | None = None  # --batch: points per engine batch (methods in exact.BATCHED)
+    target_key: str = ""  # the family target's fingerprint at (d, k, floor)
 
     def row_keys(self) -> list[dict]:
         k = "" if self.k is None else self.k
         return [{"family": self.family, "sampler": self.sampler, "schedule": self.schedule, "k": k, "d": self.d,
                  "T": self.T, "seed": self.seed, "metric": metric} for metric in METRICS]
+
+    def ingredients(self, names: dict) -> dict:
+        """What decides the rows' values (studies.common, content keys); --batch does not."""
+        method = FAMILIES[self.family][1]
+        sampler = get_sampler(self.sampler)
+        engine = {"method": method, "seed": self.seed, "samples": self.samples, "init": "exact",
+                  "device": torch.device(self.device).type}
+        return {"target": self.target_key, "sampler": sampler, "grid": make_grid(self.schedule, self.T),
+                "engine": engine, "code": code_digest(sampler, METHODS[method])}
 
 
 def family_target(family: str, d: int, k: int | None, floor: float, device):
@@ -140,15 +150,15 @@ def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
         else:
             shapes = [(d, None) for d in args.d if family != "mixture" or d <= args.mixture_max_d]
             Ts = args.T
-        for d, k in shapes:
-            family_target(family, d, k, args.floor, device)  # a dimension the family refuses fails before any work
+        # a dimension the family refuses fails here, before any work
+        keys = {(d, k): family_target(family, d, k, args.floor, device).fingerprint() for d, k in shapes}
         for name in (sampler_list(args.sampler) if args.sampler else default_samplers):
             sampler = get_sampler(name)
             if family == "mixture" and sampler.info.stochastic:
                 continue  # no exact method for stochastic samplers on a non-product mixture
             samples = args.flow_samples if method == "flow-mc" else args.samples
             out += [Job(family, name, args.schedule, T, d, k, args.floor if family == "subspace" else 0.0, samples,
-                        args.seed, str(device), args.batch)
+                        args.seed, str(device), args.batch, keys[d, k])
                     for T in Ts for d, k in shapes]
     return out
 

@@ -31,7 +31,7 @@ import torch
 
 from samplers.base import CountingModel, ExactModel
 from samplers.solvers import EDMView
-from studies.common import Study, StudyParser, add_flags, integer, study_parser
+from studies.common import Study, StudyParser, add_flags, code_digest, integer, study_parser
 from theory import solver_grids  # noqa: F401  (registers the polynomial grid)
 from theory.catalog import get_target
 from theory.schedules import make_grid
@@ -95,7 +95,7 @@ def build_parser() -> StudyParser:
     add_flags(parser, aliases={"target": ["--targets"]},
               types={"d": integer(3, why="in d <= 2 a trajectory is trivially planar")}, target=["gaussian", "mixture"],
               d=[8, 32, 128], seed=0, device="cpu", threads=None, out=Path("results/geometry"), no_plot=False,
-              scheduler="auto", workers=None)
+              scheduler="auto", workers=None, fresh=False)
     parser.add_argument("--trajectories", type=integer(2), default=256, help="trajectories per target and d")
     parser.add_argument("--steps", type=integer(2), default=256, help="Heun steps of the accurate trajectories")
     parser.add_argument("--coords", choices=["edm", "vp"], default="edm",
@@ -114,17 +114,26 @@ class Job:
     steps: int
     seed: int
     device: str
+    target_key: str = ""  # the target's fingerprint (its parameters, not its name)
 
     def row_keys(self) -> list[dict]:
         return [{"target": self.target, "d": self.d, "coords": self.coords, "k": k, "trajectories": self.trajectories,
                  "steps": self.steps} for k in (1, 2, 3)]
 
+    def ingredients(self, names: dict) -> dict:
+        """What decides the rows' values (studies.common, content keys): the target, Heun on EDM's grid, the
+        trajectories' settings and the code that draws and measures them."""
+        engine = {"coords": self.coords, "trajectories": self.trajectories, "seed": self.seed,
+                  "device": torch.device(self.device).type}
+        code = code_digest(trajectories, explained_variance, work, EDMView, ExactModel, GaussianMixture)
+        return {"target": self.target_key, "sampler": "heun (exact probability-flow trajectories)",
+                "grid": make_grid("polynomial", self.steps + 1), "engine": engine, "code": code}
+
 
 def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
-    for name in args.target:
-        for d in args.d:
-            build_target(name, d, device)  # an unknown target or a dimension it refuses fails before any work
-    return [Job(name, d, args.coords, args.trajectories, args.steps, args.seed, str(device))
+    # an unknown target or a dimension it refuses fails here, before any work
+    keys = {(name, d): build_target(name, d, device).fingerprint() for name in args.target for d in args.d}
+    return [Job(name, d, args.coords, args.trajectories, args.steps, args.seed, str(device), keys[name, d])
             for name in args.target for d in args.d]
 
 

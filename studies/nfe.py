@@ -46,7 +46,7 @@ from exact import SEEDED, DivergenceError, choose_method, measure
 from samplers import OWN_GRID, get_sampler, sampler_grid, schedule_label
 from samplers.amed import AMEDPlugin, AMEDSolver, load_predictor, save_predictor, train_amed
 from samplers.base import ExactModel, SamplerError
-from studies.common import Study, StudyParser, add_flags, integer, sampler_list, study_parser
+from studies.common import Study, StudyParser, add_flags, code_digest, integer, sampler_list, study_parser
 from theory import solver_grids
 from theory.catalog import get_target
 
@@ -65,7 +65,7 @@ def build_parser() -> StudyParser:
     parser = study_parser("nfe", __doc__)
     add_flags(parser, aliases={"sampler": ["--solvers"]}, types={"nfe": integer(2)}, sampler=SOLVERS,
               target="mix1d", d=None, nfe=list(range(3, 11)), seed=0, device="cpu", threads=None,
-              out=Path("results/nfe"), no_plot=False, scheduler="auto", workers=None)
+              out=Path("results/nfe"), no_plot=False, scheduler="auto", workers=None, fresh=False)
     parser.add_argument("--grid", default="recommended", choices=["recommended", "li2023", *GRIDS],
                         help="table 1's grid: each solver's recommended one, or this one for every solver (li2023: "
                         "the seed paper's grid, as studies.rates uses)")
@@ -104,10 +104,31 @@ class Job:
     seed: int
     device: str
     out: str  # AMED predictors are saved under out/amed and reloaded from there
+    target_key: str = ""  # the target's fingerprint (its parameters, not its name or path)
 
     def row_keys(self) -> list[dict]:
         return [{"table": self.table, "sampler": self.sampler, "grid": self.grid, "nfe": self.nfe,
                  "target": self.target_name, "d": self.target_d}]
+
+    def ingredients(self, names: dict) -> dict:
+        """What decides the row's value (studies.common, content keys): the sampler within its budget (an AMED
+        predictor by its training settings: it is trained in the job), its grid, the engine's options."""
+        if self.sampler == "amed" or self.sampler.startswith("amed-plugin:"):
+            T, afs = budget(2, self.nfe)
+            sampler = {"amed": self.sampler, "afs": afs, "n_draws": self.n_draws, "batch_size": self.batch_size,
+                       "teacher_M": self.teacher_M, "features": self.features, "seed": self.seed}
+            code = code_digest(AMEDSolver, AMEDPlugin, train_amed, get_sampler(self.sampler), choose_method)
+        else:
+            base = get_sampler(self.sampler)
+            T, afs = budget(base.info.evals_per_step, self.nfe, afs=base.info.evals_per_step == 2
+                            and has_afs(self.sampler))
+            sampler = get_sampler("afs:" + self.sampler) if afs else base
+            code = code_digest(sampler, choose_method)  # 'auto': the engine that applies, any of them
+        grid = None if T is None else grid_for(self.grid, T, sampler if not isinstance(sampler, dict) else None)
+        # the options work() passes: G to the 1-D engines, samples and seed to the Monte Carlo ones
+        engine = {"method": "auto", "G": self.G, "samples": self.samples, "seed": self.seed, "init": "exact",
+                  "device": torch.device(self.device).type}
+        return {"target": self.target_key, "sampler": sampler, "grid": grid, "engine": engine, "code": code}
 
 
 def budget(evals_per_step: int, nfe: int, afs: bool = True) -> tuple[int | None, bool]:
@@ -233,7 +254,8 @@ def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
     if not args.no_grid_table:
         cells += [("grids", n, g, nfe) for n in solvers if n not in own for g in GRIDS for nfe in args.nfe]
     return [Job(table, name, grid, nfe, args.target, args.d, target.name, target.d, args.n_draws, args.batch_size,
-                args.teacher_M, args.features, args.samples, args.G, args.seed, str(device), str(args.out))
+                args.teacher_M, args.features, args.samples, args.G, args.seed, str(device), str(args.out),
+                target.fingerprint())
             for table, name, grid, nfe in cells]
 
 

@@ -53,6 +53,7 @@ from studies.common import (
     Study,
     StudyParser,
     add_flags,
+    code_digest,
     integer,
     powers_of_two,
     sampler_list,
@@ -78,7 +79,7 @@ def build_parser() -> StudyParser:
     add_flags(parser, sampler=["ode-accel"], target="mix1d", d=None, schedule="li2023", T=DEFAULT_T,
               metric=["tv", "kl"], seed=0, device="cpu", threads=1, out=Path("results/rates"), no_plot=False,
               scheduler="auto", workers=None,
-              batch=None)
+              batch=None, fresh=False)
     parser.add_argument("--init", default="exact", choices=["exact", "gaussian"],
                         help="start from q_T exactly or from N(0, I)")
     parser.add_argument("--method", default="auto", choices=["auto", *METHODS],
@@ -105,10 +106,22 @@ class Job:
     seed: int
     device: str
     batch: int | None = None  # --batch: points per engine batch (methods in exact.BATCHED)
+    target_key: str = ""  # the target's fingerprint (its parameters, not its name or path)
+    engine: str = ""  # the method that measures the output metrics: --method, or the one 'auto' chooses
 
     def row_keys(self) -> list[dict]:
         return [{"sampler": self.sampler, "schedule": self.schedule, "target": self.target_name, "d": self.target_d,
                  "T": self.T, "init": self.init, "seed": self.seed, "metric": metric} for metric in self.metrics]
+
+    def ingredients(self, names: dict) -> dict:
+        """What decides the value of the row of these names (studies.common, content keys); --batch does not."""
+        sampler = get_sampler(self.sampler)
+        path = names["metric"] in PATH_METRICS
+        method = "path-kl" if path else self.engine
+        engine = {"method": method, "init": self.init, "seed": self.seed if method in SEEDED else None,
+                  "samples": PATH_SAMPLES if path else None, "device": torch.device(self.device).type}
+        return {"target": self.target_key, "sampler": sampler, "grid": sampler_grid(sampler, self.T, self.schedule),
+                "engine": engine, "code": code_digest(sampler, METHODS.get(method), init_error)}
 
 
 def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
@@ -129,8 +142,19 @@ def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
     # A sampler with its own grid (a diffusers scheduler) records OWN_GRID as its schedule.
     return [Job(name, args.target, args.d, target.name, target.d, schedule_label(samplers[name], args.schedule), T,
                 args.init, args.method,
-                tuple(args.metric), args.seed, str(device), args.batch)
+                tuple(args.metric), args.seed, str(device), args.batch, target.fingerprint(),
+                _engine(target, samplers[name], args.method))
             for name in names for T in sorted(set(args.T))]
+
+
+def _engine(target, sampler, method: str) -> str:
+    """The method that will measure the output metrics ('auto' where none applies: the job's work says why)."""
+    if method != "auto":
+        return method
+    try:
+        return choose_method(target, sampler)
+    except DivergenceError:
+        return "auto"
 
 
 def work(job: Job) -> list[dict]:

@@ -32,10 +32,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from exact import DivergenceError, measure
+from exact import DivergenceError, choose_method, measure
 from samplers import get_sampler
 from samplers.perturbed import PerturbedTarget, SineField, score_error_sizes
-from studies.common import Skip, Study, StudyParser, add_flags, real, sampler_list, study_parser, with_intervals
+from studies.common import (Skip, Study, StudyParser, add_flags, code_digest, real, sampler_list, study_parser,
+                            with_intervals)
 from theory.catalog import get_target
 from theory.rates import RateError, fit_order
 from theory.schedules import make_grid
@@ -52,7 +53,7 @@ def build_parser() -> StudyParser:
     parser = study_parser("score_error", __doc__)
     add_flags(parser, sampler=["ode", "ddim", "ddpm"], target="std-normal", d=1, schedule="li2023", T=128, seed=0,
               device="cpu", threads=1, out=Path("results/score_error"), no_plot=False, scheduler="auto",
-              workers=None)
+              workers=None, fresh=False)
     parser.add_argument("--amplitudes", nargs="+", type=real(0.0), default=[0.01, 0.03, 0.1],
                         help="amplitudes a of the smooth field (omega = 1)")
     parser.add_argument("--hf-amplitude", type=real(0.0), default=0.005, help="amplitude of the high-frequency field")
@@ -75,11 +76,24 @@ class Job:
     omega: float
     seed: int
     device: str
+    target_key: str = ""  # the target's fingerprint (its parameters, not its name or path)
 
     def row_keys(self) -> list[dict]:
         return [{"target": self.target, "d": self.d, "sampler": self.sampler, "schedule": self.schedule, "T": self.T,
                  "field": self.field, "amplitude": self.amplitude, "omega": self.omega, "seed": self.seed,
                  "metric": metric} for metric in METRICS]
+
+    def ingredients(self, names: dict) -> dict:
+        """What decides the rows' values (studies.common, content keys): the target with its field, the engine
+        'auto' chooses with the options work() passes."""
+        sampler = get_sampler(self.sampler)
+        field = None if self.field == "none" else SineField(self.amplitude, self.omega)
+        options = {} if field is None else {"G": grid_nodes(field.omega)} if self.d == 1 else {"seed": self.seed}
+        engine = {"method": "auto", **options, "sizes_seed": self.seed, "init": "exact",
+                  "device": torch.device(self.device).type}
+        return {"target": {"base": self.target_key, "field": field}, "sampler": sampler,
+                "grid": make_grid(self.schedule, self.T), "engine": engine,
+                "code": code_digest(sampler, choose_method, PerturbedTarget, score_error_sizes)}
 
 
 def fields(args) -> list[tuple[str, SineField | None]]:
@@ -96,14 +110,14 @@ def grid_nodes(omega: float) -> int:
 
 def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
     """Every sampler with the exact score, then each smooth and each high-frequency field."""
-    get_target(args.target, args.d, device=device)  # bad target or dimension: fails before any work
+    target_key = get_target(args.target, args.d, device=device).fingerprint()  # a bad target fails before any work
     make_grid(args.schedule, args.T)
     out = []
     for name in sampler_list(args.sampler):
         for kind, field in fields(args):
             amplitude, omega = (0.0, 0.0) if field is None else (field.amplitude, field.omega)
             out.append(Job(args.target, args.d, name, args.schedule, args.T, kind, amplitude, omega, args.seed,
-                           str(device)))
+                           str(device), target_key))
     return out
 
 

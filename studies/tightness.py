@@ -52,6 +52,7 @@ from studies.common import (
     Skip,
     Study,
     add_flags,
+    code_digest,
     integer,
     real,
     sampler_list,
@@ -96,6 +97,19 @@ class Job:
                  "T": T, "d": self.d, "K": self.K, "min_var": self.min_var, "budget": self.budget, "seed": self.seed}
                 for T in self.Ts]
 
+    def ingredients(self, names: dict) -> dict:
+        """What decides a row's value (studies.common, content keys): the searched class (its first start is mix1d
+        rescaled), the sampler, the search's grid and the grid its winner is measured on, the search's settings,
+        and the search's own code with the engines it calls ('auto': whichever applies)."""
+        sampler = get_sampler(self.sampler)
+        target = {"class": "1-D mixtures, E x^2 = 1", "K": self.K, "min_var": self.min_var, "d": self.d,
+                  "first_start": get_target("mix1d").fingerprint()}
+        grids = [make_grid(self.schedule, self.source_T), make_grid(self.schedule, int(names["T"]))]
+        engine = {"method": "auto", "budget": self.budget, "starts": self.starts, "G": self.G, "seed": self.seed}
+        code = code_digest(sampler, choose_method, product_of, GaussianMixture, work, _error, mixture_from_params,
+                           reference_theta, class_target)
+        return {"target": target, "sampler": sampler, "grid": grids, "engine": engine, "code": code}
+
 
 def samplers_with_theorems() -> list[str]:
     return list(dict.fromkeys(s for t in THEOREMS for s in t.samplers))
@@ -104,7 +118,7 @@ def samplers_with_theorems() -> list[str]:
 def build_parser():
     parser = study_parser("tightness", __doc__)
     add_flags(parser, sampler=DEFAULT_SAMPLERS, d=1, schedule="li2023", T=DEFAULT_T, seed=0, device="cpu",
-              threads=1, out=Path("results/tightness"), no_plot=False, scheduler="auto", workers=None)
+              threads=1, out=Path("results/tightness"), no_plot=False, scheduler="auto", workers=None, fresh=False)
     parser.add_argument("--budget", type=integer(1), default=32,
                         help="exact evaluations per search (Sobol starts plus Nelder-Mead)")
     parser.add_argument("--starts", type=integer(1), default=16, help="Sobol starts (at most the budget)")
