@@ -258,12 +258,19 @@ def code_digest(*objects) -> str:
 
 
 def _module_file(name: str) -> str | None:
+    """The source file of a module that is not installed with Python or in its site-packages (torch, numpy: those
+    are versioned apart), or None."""
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         return None
     origin = getattr(spec, "origin", None)
-    return origin if origin and origin.endswith(".py") else None
+    if not origin or not origin.endswith(".py"):
+        return None
+    installed = (sys.prefix, sys.base_prefix, sys.exec_prefix)
+    if "site-packages" in Path(origin).parts or any(origin.startswith(p + os.sep) for p in installed):
+        return None
+    return origin
 
 
 def _source(path: str) -> tuple[str, tuple[str, ...]]:

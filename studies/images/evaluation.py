@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from exact import DivergenceError, measure
+from exact import METHODS, DivergenceError, measure
 from samplers import amed, get_sampler, sampler_names
 from samplers.base import REGISTRY, CountingModel, ExactModel, Noise, Sampler, SamplerError
 from samplers.solvers import EDMView
-from studies.common import ResultsFile, progress
+from studies.common import KEY_COLUMN, ResultsFile, code_digest, content_key, progress
 from studies.geometry import explained_variance
 from studies.images.data import ImageData
 from studies.images.quality import (
@@ -37,6 +37,7 @@ from studies.images.quality import (
 from studies.images.report import figure, format_tables, write_geometry, write_grid, write_summary
 from studies.images.training import save_atomic
 from theory.em import fit_em
+from theory.fingerprint import digest
 from theory.schedules import SCHEDULES, Grid, ScheduleError, make_grid
 from theory.solver_grids import recommended_grid
 from theory.targets import GaussianMixture
@@ -140,6 +141,22 @@ def amed_for_nfe(args, model, name: str, nfe: int, schedule: str, params: dict, 
     if sampler.nfe(grid) != nfe:
         return None
     return sampler, grid, afs
+
+
+def sampler_for_nfe(name: str, nfe: int, schedule: str, params: dict) -> tuple[Sampler, Grid, bool] | None:
+    """The registered sampler (or its AFS variant) and the grid on which it spends exactly `nfe` evaluations, with
+    whether AFS was needed; None when no grid gives this NFE."""
+    sampler = get_sampler(name)
+    grid = grid_for_nfe(sampler, nfe, schedule, params)
+    if grid is not None:
+        return sampler, grid, False
+    if "afs:" in REGISTRY:
+        with contextlib.suppress(SamplerError):
+            used = get_sampler("afs:" + name)
+            grid = grid_for_nfe(used, nfe, schedule, params)
+            if grid is not None:
+                return used, grid, True
+    return None
 
 
 def start_noise(n: int, shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Tensor:
@@ -270,7 +287,8 @@ def run_study(args, data: ImageData, model, facts: dict, device: torch.device, l
     restart skips rows present); then the summary, the geometry, the table and (unless --no-plot) the figures.
     Returns the rows of this configuration, read back from the CSV."""
     out = Path(args.out) / args.data
-    results = ResultsFile(out / f"{NAME}.csv", COLUMNS, KEY)
+    results = ResultsFile(out / f"{NAME}.csv", [*COLUMNS, KEY_COLUMN], [*KEY, KEY_COLUMN],
+                          fresh=getattr(args, "fresh", False))
     plot = not args.no_plot
     model.amp = False  # sampling in float32: bfloat16 would swamp the reference error
     model.requires_grad_(False)  # AMED's distillation differentiates through the network's input, not its weights
@@ -309,12 +327,36 @@ def run_study(args, data: ImageData, model, facts: dict, device: torch.device, l
     names = study_samplers(args.sampler)
     amed_names = list(args.amed)
     tasks = [(name, nfe) for name in names + amed_names for nfe in args.nfe]
-    bar = progress(tasks, total=len(tasks), desc="samplers x NFE")
-    for name, nfe in bar:
-        bar.set_postfix(sampler=name, nfe=nfe)
+    # What every row rests on besides its sampler and grid (studies.common, content keys): the network's weights,
+    # the data, the feature classifier, the EM mixture and the settings of the measurement.
+    shared = {"target": {"network": digest(model), "data": (data.name, len(data)), "classifier": digest(clf),
+                         "mixture": mixture},
+              "engine": {"reference_steps": args.reference_steps, "inception": inception is not None,
+                         "kl_samples": args.kl_samples, "method": "flow-mc", "device": device.type}}
+    code = code_digest(run_sampler, reference_solution, exact_kl, frechet_distance, classifier_features,
+                       reference_error, METHODS["flow-mc"], model)
+    keyed = []
+    for name, nfe in tasks:
         schedule, params = schedule_for(name, args.schedule)
         key = dict(data=args.data, sampler=name, nfe=nfe, schedule=schedule_label(schedule, params), samples=n,
                    seed=args.seed, train_steps=facts["step"])
+        if name in amed_names:  # trained in the loop below: keyed by its training settings
+            afs = nfe % 2 == 1
+            points = (nfe + (1 if afs else 0)) // 2 + 1
+            sampler = {"amed": name, "afs": afs, "draws": args.amed_draws, "batch": args.amed_batch}
+            grid = sigma_grid(schedule, points, **params) if points >= 2 else None
+            found, ingredients_code = None, digest(code, code_digest(amed.train_amed, get_sampler(name)))
+        else:
+            found = sampler_for_nfe(name, nfe, schedule, params)
+            sampler, grid = (None, None) if found is None else found[:2]
+            ingredients_code = digest(code, code_digest(sampler))
+        ingredients = {**shared, "sampler": sampler, "grid": grid, "code": ingredients_code}
+        keyed.append((name, nfe, {**key, KEY_COLUMN: content_key(ingredients)}, found))
+    results.report_others(key for _, _, key, _ in keyed)
+    bar = progress(keyed, total=len(keyed), desc="samplers x NFE")
+    for name, nfe, key, found in bar:
+        bar.set_postfix(sampler=name, nfe=nfe)
+        schedule, params = schedule_for(name, args.schedule)
         if results.done(**key):
             continue
         t1 = time.time()
@@ -324,16 +366,9 @@ def run_study(args, data: ImageData, model, facts: dict, device: torch.device, l
                 continue
             used, grid, afs = found
         else:
-            sampler = get_sampler(name)
-            used, afs = sampler, False
-            grid = grid_for_nfe(sampler, nfe, schedule, params)
-            if grid is None and "afs:" in REGISTRY:
-                with contextlib.suppress(SamplerError):
-                    used = get_sampler("afs:" + name)
-                    grid = grid_for_nfe(used, nfe, schedule, params)
-                    afs = grid is not None
-            if grid is None:
+            if found is None:
                 continue  # no grid gives this NFE (a two-evaluation solver at odd NFE without AFS): "-" in the table
+            used, grid, afs = found
         samples = run_sampler(used, model, grid, z, args.seed)
         row = dict(key, afs=int(afs), T=grid.T, note="")
         # The cells this run asks for; the others stay empty (not requested).
@@ -371,10 +406,11 @@ def run_study(args, data: ImageData, model, facts: dict, device: torch.device, l
         geo_rows = [row for label, sh in found.items() for row in geometry_rows(sh, label, args.reference_steps)]
         geometry_note = write_geometry(geo_rows, out / f"{NAME}_geometry.csv")
         log(geometry_note)
+    current = {key[KEY_COLUMN] for _, _, key, _ in keyed}  # this command's rows, not those measured otherwise
     labels = {name: schedule_label(*schedule_for(name, args.schedule)) for name in names + amed_names}
     rows = [r for r in results.rows() if r["samples"] == str(n) and r["seed"] == str(args.seed)
             and r["train_steps"] == str(facts["step"]) and labels.get(r["sampler"]) == r["schedule"]
-            and int(r["nfe"]) in args.nfe]
+            and int(r["nfe"]) in args.nfe and r[KEY_COLUMN] in current]
     table = format_tables(rows, args.nfe, floor, accuracy, ref_self, facts)
     table = table.replace("\n\n", f" Reference (many-step Heun) classifier-FD {reference_fd:.2f}; "
                           f"{100 * recognised['confident']:.0f}% of its samples classified with probability > 0.9."
