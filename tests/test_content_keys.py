@@ -12,18 +12,23 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import studies.nfe
 import studies.rates
-from samplers.base import REGISTRY
+from samplers.base import REGISTRY, get_sampler
 from samplers.picard import PicardODE
 from theory import schedules
+from theory.product import product_of
+from theory.targets import GaussianMixture
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--T", "8", "16", "--no-plot", "--scheduler", "none"]
@@ -84,8 +89,10 @@ def test_an_edited_target_file_is_measured_anew(tmp_path, capsys):
     fresh, _, _ = rates(tmp_path / "fresh", capsys, "--target", str(target))
     new = assert_measured_anew(first, again, fresh)
     assert_one_message(err, len(first), "target")
-    # The table shows the new values and not the old ones: the ignored rows are not mixed in.
+    # The table shows the new values and not the old ones, and the fits are the fresh folder's: the ignored rows
+    # are not mixed in.
     assert table_value(new, "16", "tv") in table and table_value(first, "16", "tv") not in table
+    assert (tmp_path / "out" / "orders.csv").read_bytes() == (tmp_path / "fresh" / "orders.csv").read_bytes()
 
 
 def test_another_method_into_the_same_folder_is_measured_anew(tmp_path, capsys):
@@ -232,3 +239,50 @@ def test_a_file_from_before_content_keys_is_one_line_that_names_fresh(tmp_path, 
     assert stop.value.code == 2 and len(lines) == 1 and "--fresh" in lines[0], lines
     rows, _, _ = rates(out, capsys, "--fresh")
     assert len(rows) == 4 and (out / "rates.csv.bak").exists()
+
+
+@pytest.mark.parametrize("name", ["rates", "dimension", "nfe", "score_error", "tightness", "geometry", "images"])
+def test_every_study_takes_fresh(name):
+    parser = importlib.import_module(f"studies.{name}").build_parser()
+    assert "--fresh" in {option for action in parser._actions for option in action.option_strings}
+    assert parser.parse_args(["--fresh"]).fresh and not parser.parse_args([]).fresh
+
+
+# ---------------------------------------------------------------------------- fingerprints: content, not names
+finite = st.floats(-3, 3, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.05, 1), finite, st.floats(0.01, 2)), min_size=1, max_size=4),
+       st.integers(0, 2), st.integers(0, 2))
+def test_a_target_fingerprint_is_its_parameters_and_not_its_name(components, which, part):
+    weights = [w for w, _, _ in components]
+    weights = [w / sum(weights) for w in weights]
+    means = [[m] for _, m, _ in components]
+    covs = [[[v]] for _, _, v in components]
+    one = GaussianMixture(weights, means, covs, name="a")
+    assert GaussianMixture(weights, means, covs, name="b").fingerprint() == one.fingerprint()
+    assert product_of(one, 3, "p").fingerprint() == product_of(one, 3, "q").fingerprint()
+    assert product_of(one, 3, "p").fingerprint() != product_of(one, 2, "p").fingerprint()
+    # The smallest change of one parameter (the next float64) is another target.
+    k = which % len(components)
+    moved = [list(map(list, means)), [[list(c[0])] for c in covs]]
+    if part == 0:
+        moved[0][k][0] = math.nextafter(moved[0][k][0], math.inf)
+    else:
+        moved[1][k][0][0] = math.nextafter(moved[1][k][0][0], math.inf)
+    other = GaussianMixture(weights, moved[0], moved[1], name="a")
+    assert other.fingerprint() != one.fingerprint()
+
+
+def test_a_grid_fingerprint_is_its_levels():
+    grid = schedules.make_grid("li2023", 16)
+    assert schedules.Grid(grid.abar.clone(), "another name").fingerprint() == grid.fingerprint()
+    assert schedules.make_grid("li2023", 16, c1=3.0).fingerprint() != grid.fingerprint()
+    assert schedules.make_grid("li2023", 17).fingerprint() != grid.fingerprint()
+
+
+def test_a_sampler_fingerprint_is_its_options():
+    assert PicardODE(2, 4).fingerprint() == PicardODE(2, 4).fingerprint()
+    assert PicardODE(2, 4).fingerprint() != PicardODE(2, 8).fingerprint()
+    assert get_sampler("expint:2").fingerprint() != get_sampler("expint:3").fingerprint()
