@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from samplers.base import SamplerError
+from theory.fingerprint import digest
 from theory.schedules import Grid
 
 
@@ -102,6 +103,11 @@ class PerturbedTarget:
 
     def factor_groups(self):
         return [(PerturbedTarget(rep, self.field), idx) for rep, idx in self.base.factor_groups()]
+
+    def fingerprint(self) -> str:
+        """The exact law's fingerprint with the field's parameters (theory.fingerprint): not the exact target's
+        alone, which `__getattr__` would hand out."""
+        return digest("PerturbedTarget", self.base.fingerprint(), self.field)
 
     def __repr__(self) -> str:
         return f"PerturbedTarget({self.base!r}, {self.field!r})"

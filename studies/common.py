@@ -20,8 +20,11 @@ Each part is the first PART_DIGITS hex digits of its sha256 (theory.fingerprint,
 the key is the five joined by '-', so a row measured with other settings says which part differs. The code part is
 a hash of source text rather than the project's version: a version number changes with every release (every row
 measured again, although most modules did not change) and not with an edit between releases (a changed sampler
-would pass for the old one); a source hash changes exactly when the code that computed the value does. Its cost is
-reading a few dozen small files once per process (cached by file size and modification time).
+would pass for the old one); a source hash changes whenever the text of the code that computed the value does (a
+comment edit too: a needless re-measurement, never a stale number) and not when unrelated code (a study's verdict
+or plot, another sampler) changes. Installed packages (torch, diffusers) are not hashed: a foreign object in a
+sampler's options carries its package's version instead (theory.fingerprint). Its cost is reading a few dozen
+small files once per process (cached by file size and modification time).
 
 A job gives its ingredients (`ingredients(names)`: the parts above, as plain values and fingerprints); the study
 framework computes the key in the main process, before any measurement, writes it with every row, reuses a row
@@ -37,6 +40,7 @@ import argparse
 import ast
 import contextlib
 import csv
+import hashlib
 import importlib.util
 import inspect
 import math
@@ -275,8 +279,6 @@ def _module_file(name: str) -> str | None:
 
 def _source(path: str) -> tuple[str, tuple[str, ...]]:
     """(sha256 of the file's text, the project modules it imports), cached by the file's size and mtime."""
-    import hashlib
-
     stat = os.stat(path)
     stamp = (stat.st_size, stat.st_mtime_ns)
     cached = _SOURCES.get(path)

@@ -91,7 +91,7 @@ class Job:
         options = {} if field is None else {"G": grid_nodes(field.omega)} if self.d == 1 else {"seed": self.seed}
         engine = {"method": "auto", **options, "sizes_seed": self.seed, "init": "exact",
                   "device": torch.device(self.device).type}
-        return {"target": {"base": self.target_key, "field": field}, "sampler": sampler,
+        return {"target": {"exact": self.target_key, "field": field}, "sampler": sampler,
                 "grid": make_grid(self.schedule, self.T), "engine": engine,
                 "code": code_digest(sampler, choose_method, PerturbedTarget, score_error_sizes)}
 
