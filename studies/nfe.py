@@ -125,8 +125,9 @@ class Job:
             sampler = get_sampler("afs:" + self.sampler) if afs else base
             code = code_digest(sampler, choose_method)  # 'auto': the engine that applies, any of them
         grid = None if T is None else grid_for(self.grid, T, sampler if not isinstance(sampler, dict) else None)
-        # the options work() passes: G to the 1-D engines, samples and seed to the Monte Carlo ones
-        engine = {"method": "auto", "G": self.G, "samples": self.samples, "seed": self.seed, "init": "exact",
+        # the options work() passes: G to the 1-D engines, samples (flow Monte Carlo) in d > 1, the seed to both
+        engine = {"method": "auto", "G": self.G if self.target_d == 1 else None,
+                  "samples": self.samples if self.target_d > 1 else None, "seed": self.seed, "init": "exact",
                   "device": torch.device(self.device).type}
         return {"target": self.target_key, "sampler": sampler, "grid": grid, "engine": engine, "code": code}
 
