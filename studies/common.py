@@ -267,6 +267,60 @@ def sampler_list(names: Sequence[str], everything: Sequence[str] | None = None) 
     return list(names)
 
 
+def why_unmeasurable(target, sampler, method: str = "auto") -> str | None:
+    """Why `method` cannot measure `sampler` on `target` (None when it can), decided from what the engines require
+    without running anything: 'auto' asks exact.choose_method; a named method is held to its own requirements."""
+    from exact import choose_method
+    from exact.subspace import as_subspace, unsupported
+    from samplers.base import MarkovSampler, RandomizedSampler
+
+    if method == "auto":
+        try:
+            choose_method(target, sampler)
+        except DivergenceError as err:
+            return str(err)
+        return None
+    stochastic, markov = sampler.info.stochastic, isinstance(sampler, MarkovSampler)
+    randomized = isinstance(sampler, RandomizedSampler)
+    d = target.d
+    if method in ("grid-1d-flow", "grid-1d-kernel", "grid-1d-randomized") and d != 1:
+        return f"{method} measures 1-D targets only, {target.name!r} has d = {d}"
+    if method in ("grid-1d-flow", "flow-mc") and stochastic:
+        return f"it is stochastic and {method} pushes points through a deterministic map"
+    if method == "grid-1d-kernel" and not markov:
+        return "grid-1d-kernel needs a sampler written as Gaussian transitions (a Markov sampler)"
+    if method == "grid-1d-randomized" and not randomized:
+        return "grid-1d-randomized needs a randomized (random-time) sampler"
+    if method == "gaussian":
+        if not target.is_gaussian:
+            return f"the gaussian method needs a one-component target, {target.name!r} is not Gaussian"
+        if stochastic and not markov:
+            return "the gaussian method needs a deterministic sampler or one written as Gaussian transitions"
+    if method == "product":
+        if not getattr(target, "factorises", False):
+            return f"the product method needs a product target, {target.name!r} does not factorise"
+        if stochastic and not markov:
+            return "the product method needs a deterministic sampler or one written as Gaussian transitions"
+    if method == "subspace":
+        found = as_subspace(target)
+        if found is None:
+            return f"{target.name!r} has no subspace structure (k < d, shared isotropic floor)"
+        return unsupported(found, sampler)
+    return None
+
+
+def refuse_unmeasurable(target, samplers: dict, method: str = "auto") -> None:
+    """Refuse, before any work, a sampler list in which some sampler cannot be measured on `target` by `method`:
+    one line naming every such sampler and why (a DivergenceError)."""
+    reasons = {name: why_unmeasurable(target, sampler, method) for name, sampler in samplers.items()}
+    bad = {name: why for name, why in reasons.items() if why}
+    if bad:
+        shown = "; ".join(f"{name}: {why}" for name, why in bad.items())
+        how = "no exact method" if method == "auto" else f"method {method!r} cannot measure them"
+        raise DivergenceError(f"cannot measure {', '.join(bad)} on target {target.name!r} (d = {target.d}): "
+                              f"{how}. {shown}")
+
+
 def setup(args: argparse.Namespace) -> torch.device:
     """Apply --threads and resolve --device (a clear error when CUDA is asked for and absent)."""
     if getattr(args, "threads", None):

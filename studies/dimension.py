@@ -36,8 +36,8 @@ import torch
 
 from exact import BATCHED, DivergenceError, measure
 from samplers import get_sampler
-from studies.common import (Skip, Study, StudyParser, add_flags, integer, real, sampler_list, study_parser,
-                            with_intervals)
+from studies.common import (Skip, Study, StudyParser, add_flags, integer, real, refuse_unmeasurable, sampler_list,
+                            study_parser, with_intervals)
 from theory.bounds import theorems_for
 from theory.catalog import get_target
 from theory.rates import RateError, fit_order
@@ -140,12 +140,14 @@ def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
         else:
             shapes = [(d, None) for d in args.d if family != "mixture" or d <= args.mixture_max_d]
             Ts = args.T
+        samplers = {name: get_sampler(name)
+                    for name in (sampler_list(args.sampler) if args.sampler else default_samplers)}
+        # no exact method for stochastic samplers on a non-product mixture: the mixture family leaves them out
+        samplers = {name: s for name, s in samplers.items() if not (family == "mixture" and s.info.stochastic)}
         for d, k in shapes:
-            family_target(family, d, k, args.floor, device)  # a dimension the family refuses fails before any work
-        for name in (sampler_list(args.sampler) if args.sampler else default_samplers):
-            sampler = get_sampler(name)
-            if family == "mixture" and sampler.info.stochastic:
-                continue  # no exact method for stochastic samplers on a non-product mixture
+            # a dimension the family refuses, or a sampler its method cannot measure, fails before any work
+            refuse_unmeasurable(family_target(family, d, k, args.floor, device), samplers, method)
+        for name in samplers:
             samples = args.flow_samples if method == "flow-mc" else args.samples
             out += [Job(family, name, args.schedule, T, d, k, args.floor if family == "subspace" else 0.0, samples,
                         args.seed, str(device), args.batch)

@@ -19,6 +19,7 @@ import torch
 
 from theory.product import ProductTarget, product_of
 from theory.subspace import SubspaceTarget, subspace_family
+from theory.target_file import read_target_file
 from theory.targets import DTYPE, GaussianMixture, TargetError, from_json, gaussian
 
 
@@ -150,27 +151,18 @@ PARAMETRISED: dict[str, Callable[[int | None, str], object]] = {
 
 def _from_file(name: str):
     """A JSON target: a mixture {"weights", "means", "covs"}, or d independent copies of a 1-D mixture
-    {"product": {"weights", "means", "covs"}, "d": d} (a product target, measured by the product engine)."""
-    import json
-
+    {"product": {"weights", "means", "covs"}, "d": d} (a product target, measured by the product engine). Every field
+    is checked by theory.target_file (one line naming the file, the field and its value)."""
     path = Path(name)
+    spec = read_target_file(path)
+    if spec["kind"] == "mixture":
+        return from_json(path)
+    marginal = spec["marginal"]
     try:
-        spec = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return from_json(path)  # its own one-line error
-    if isinstance(spec, dict) and "product" in spec:
-        d = spec.get("d")
-        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-            raise TargetError(f"target file {name!r}: a product needs an integer d >= 1, got {d!r}")
-        marginal = spec["product"]
-        if not isinstance(marginal, dict) or any(k not in marginal for k in ("weights", "means", "covs")):
-            raise TargetError(f"target file {name!r}: 'product' must hold a 1-D mixture (weights, means, covs)")
-        try:
-            one = GaussianMixture(marginal["weights"], marginal["means"], marginal["covs"], name=path.stem)
-        except (TypeError, RuntimeError) as err:
-            raise TargetError(f"target file {name!r}: 'product' is not numeric K x 1 data: {err}") from None
-        return product_of(one, d, path.stem)
-    return from_json(path)
+        one = GaussianMixture(marginal["weights"], marginal["means"], marginal["covs"], name=path.stem)
+    except TargetError as err:  # what only an eigendecomposition sees
+        raise TargetError(f"target file {name!r}: product: {err}") from None
+    return product_of(one, spec["d"], path.stem)
 
 
 def known_targets() -> list[str]:
