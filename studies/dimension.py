@@ -145,8 +145,11 @@ def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
         # no exact method for stochastic samplers on a non-product mixture: the mixture family leaves them out
         samplers = {name: s for name, s in samplers.items() if not (family == "mixture" and s.info.stochastic)}
         for d, k in shapes:
-            # a dimension the family refuses, or a sampler its method cannot measure, fails before any work
-            refuse_unmeasurable(family_target(family, d, k, args.floor, device), samplers, method)
+            target = family_target(family, d, k, args.floor, device)  # a dimension the family refuses fails here
+            if args.sampler and args.sampler != ["all"]:
+                # samplers named on the command line that the family's method cannot measure: refused before any
+                # work ('all' keeps every sampler, and a job the method refuses is skipped with its reason)
+                refuse_unmeasurable(target, samplers, method)
         for name in samplers:
             samples = args.flow_samples if method == "flow-mc" else args.samples
             out += [Job(family, name, args.schedule, T, d, k, args.floor if family == "subspace" else 0.0, samples,

@@ -24,14 +24,14 @@ from theory.targets import DTYPE, GaussianMixture, TargetError, from_json, gauss
 
 
 def _mix1d(d: int | None) -> GaussianMixture:
-    # Three separated modes of different widths: the default 1-D multimodal target.
+    """Three separated modes of different widths in 1-D: the default multimodal target."""
     return GaussianMixture(
         [0.3, 0.5, 0.2], [[-2.0], [0.5], [2.5]], [[[0.25]], [[0.09]], [[0.36]]], "mix1d"
     )
 
 
 def _mix2d(d: int | None) -> GaussianMixture:
-    # Four anisotropic, rotated components in the plane.
+    """Four anisotropic, rotated components in the plane."""
     def rot(theta: float, a: float, b: float) -> list[list[float]]:
         c, s = math.cos(theta), math.sin(theta)
         R = torch.tensor([[c, -s], [s, c]], dtype=DTYPE)
@@ -46,7 +46,7 @@ def _mix2d(d: int | None) -> GaussianMixture:
 
 
 def _gaussian(d: int | None) -> GaussianMixture:
-    # A d-dimensional Gaussian with a spread spectrum (variances from 0.1 to 2) in a fixed rotated basis.
+    """A d-dimensional Gaussian with a spread spectrum (variances from 0.1 to 2) in a fixed rotated basis."""
     d = 1 if d is None else d
     gen = torch.Generator().manual_seed(1234)
     Q, _ = torch.linalg.qr(torch.randn(d, d, dtype=DTYPE, generator=gen))
@@ -56,7 +56,7 @@ def _gaussian(d: int | None) -> GaussianMixture:
 
 
 def _points1d(d: int | None) -> GaussianMixture:
-    # Two point masses: the singular extreme (covariances zero).
+    """Two point masses in 1-D: the singular extreme (covariances zero)."""
     return GaussianMixture([0.5, 0.5], [[-1.0], [1.0]], [[[0.0]], [[0.0]]], "points1d")
 
 
@@ -141,11 +141,19 @@ def _subspace_product(d: int | None) -> SubspaceTarget:
     return subspace_family(d, 1, product_core=True)
 
 
+def _subspace_of(d: int | None, arg: str) -> SubspaceTarget:
+    """`subspace:<k>`: a k-dimensional three-component mixture (not a product for k > 1) embedded in R^d."""
+    return subspace_family(d, _subspace_k("subspace:" + arg, arg))
+
+
+def _subspace_product_of(d: int | None, arg: str) -> SubspaceTarget:
+    """`subspace-product:<k>`: k copies of a two-mode line embedded in R^d (every sampler is exact on it)."""
+    return subspace_family(d, _subspace_k("subspace-product:" + arg, arg), True)
+
+
 PARAMETRISED: dict[str, Callable[[int | None, str], object]] = {
-    # subspace:<k>: a k-dimensional three-component mixture (not a product for k > 1) embedded in R^d
-    "subspace": lambda d, arg: subspace_family(d, _subspace_k("subspace:" + arg, arg)),
-    # subspace-product:<k>: k copies of a two-mode line embedded in R^d (every sampler is exact on it)
-    "subspace-product": lambda d, arg: subspace_family(d, _subspace_k("subspace-product:" + arg, arg), True),
+    "subspace": _subspace_of,
+    "subspace-product": _subspace_product_of,
 }
 
 
