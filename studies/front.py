@@ -279,6 +279,8 @@ def rebuild_parser(spec: dict) -> StudyParser:
     for title, description in spec["groups"][2:]:
         groups.append(parser.add_argument_group(title, description))
     for action in spec["actions"]:
+        if action["help"] == argparse.SUPPRESS:
+            action = {**action, "help": argparse.SUPPRESS}  # argparse tests this marker by identity
         options: dict = {"dest": action["dest"], "help": action["help"]}
         kind = action["action"]
         if kind == "list":
