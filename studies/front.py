@@ -29,6 +29,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+# Every study, in the order the README presents them (`python -m studies` lists them). tests/test_cli.py walks this
+# list: each entry is a module or package `studies.<name>` with `build_parser()` and `main(argv)`.
+STUDIES = ["rates", "dimension", "score_error", "nfe", "geometry", "images", "tightness"]
 INDEX_PATH = Path(__file__).with_name("front_index.json")
 REGENERATE = "python -m studies.front --write"
 
@@ -310,8 +313,6 @@ def rebuild_parser(spec: dict) -> StudyParser:
 def build_index() -> dict:
     """The whole index, from the real registries and parsers (imports every study)."""
     import importlib
-
-    from studies.__main__ import STUDIES
 
     studies = {}
     for name in STUDIES:
