@@ -326,3 +326,26 @@ def test_the_door_lets_every_valid_command_through(name, tmp_path):
         commands += [["--schedule", schedule] for schedule, _ in index["schedules"]]
     for argv in commands:
         assert front.front_door(name, [*argv, "--out", str(tmp_path)], index) is None
+
+
+def test_a_stale_index_never_refuses_what_the_study_might_accept(tmp_path):
+    """After an edit to a study's parser sources the door refuses nothing (the study decides), and a name missing
+    from the index but written in the registries' sources is left to the study; a fresh index still refuses."""
+    import copy
+
+    from studies import front
+
+    index = front.load_index()
+    argv = ["--T", "1", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit) as stop:
+        front.front_door("rates", argv, index)
+    assert stop.value.code == 2
+    stale = copy.deepcopy(index)
+    stale["studies"]["rates"]["sources"] = "an older digest"
+    assert front.front_door("rates", argv, stale) is None
+    assert front.front_door("rates", ["--sampler", "no-such-sampler", "--out", str(tmp_path)], stale) is None
+    missing = copy.deepcopy(index)
+    missing["samplers"] = [entry for entry in missing["samplers"] if entry[0] != "ddim"]
+    assert front.front_door("rates", ["--sampler", "ddim", "--out", str(tmp_path)], missing) is None
+    with pytest.raises(SystemExit):
+        front.front_door("rates", ["--sampler", "no-such-sampler", "--out", str(tmp_path)], missing)
