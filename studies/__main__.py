@@ -10,9 +10,7 @@ import ast
 import importlib.util
 import sys
 
-# Every study, in the order the README presents them. tests/test_cli.py walks this list: each entry is a module or
-# package `studies.<name>` with `build_parser()` and `main(argv)`.
-STUDIES = ["rates", "dimension", "score_error", "nfe", "geometry", "images", "tightness"]
+from studies.front import STUDIES, StudyParser  # torch-free; STUDIES: every study, in the README's order
 
 
 def summary(name: str) -> str:
@@ -33,9 +31,7 @@ def summary(name: str) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv:  # --help, or a one-line error for anything else (studies.common imports torch: only when needed)
-        from studies.common import StudyParser
-
+    if argv:  # --help, or a one-line error for anything else (studies.front's parser: no torch)
         StudyParser(prog="python -m studies", description=__doc__.split("\n\n")[0]).parse_args(argv)
     width = max(len(name) for name in STUDIES)
     print("python -m studies.<name> [--help]:")

@@ -59,6 +59,8 @@ from exact import DivergenceError
 from samplers.base import SamplerError, get_sampler, sampler_names
 from studies.distributed import SchedulerError, scheduler_value
 from theory.fingerprint import digest
+from studies.front import LIST_HELP, ListAction, StudyParser, _Formatter, integer, real  # noqa: F401  (re-exported)
+from studies.front import device_name as _device_name
 from theory.rates import RateError
 from theory.schedules import ScheduleError
 from theory.targets import TargetError
@@ -318,72 +320,13 @@ def powers_of_two(lo: int, hi: int) -> list[int]:
 
 
 # ---------------------------------------------------------------------------- one CLI vocabulary
-class StudyParser(argparse.ArgumentParser):
-    """An argument parser whose every error is one line, `prog: error: message`, and exit status 2."""
-
-    def error(self, message: str):  # noqa: D401  (argparse's hook)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows each default, unless the help text already says what the default is or there is none (None)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
 def study_parser(name: str, doc: str | None) -> StudyParser:
     """The parser of `python -m studies.<name>`: the module docstring's first paragraph as description, every
-    default shown in --help."""
+    default shown in --help, and --list (the registries' names, one line each)."""
     summary = (doc or "").strip().split("\n\n")[0]
-    return StudyParser(prog=f"python -m studies.{name}", description=summary, formatter_class=_Formatter)
-
-
-def integer(minimum: int, why: str = "") -> Callable[[str], int]:
-    """An argparse type: an integer >= minimum, else a one-line error naming the value (and `why`, if given)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is below the smallest allowed value {minimum}"
-                                             + (f" ({why})" if why else ""))
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    parse.kind, parse.minimum, parse.inclusive, parse.maximum = int, minimum, True, None
-    return parse
-
-
-def real(minimum: float = 0.0, inclusive: bool = False, maximum: float | None = None) -> Callable[[str], float]:
-    """An argparse type: a finite number above `minimum` (or equal, when inclusive) and at most `maximum`."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-        if value < minimum or (value == minimum and not inclusive):
-            raise argparse.ArgumentTypeError(f"{value:g} must be {'>=' if inclusive else '>'} {minimum:g}")
-        if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"{value:g} must be <= {maximum:g}")
-        return value
-
-    parse.__name__ = "number"
-    parse.kind, parse.minimum, parse.inclusive, parse.maximum = float, minimum, inclusive, maximum
-    return parse
-
-
-def _device_name(text: str) -> str:
-    if not (text == "cpu" or text == "cuda" or text.startswith("cuda:") or text == "mps"):
-        raise argparse.ArgumentTypeError(f"unknown device {text!r}: use cpu or cuda")
-    return text
+    parser = StudyParser(prog=f"python -m studies.{name}", description=summary, formatter_class=_Formatter)
+    parser.add_argument("--list", action=ListAction, help=LIST_HELP)
+    return parser
 
 
 # The values of --scheduler besides an address (studies.distributed gives them their meaning).
@@ -458,6 +401,60 @@ def sampler_list(names: Sequence[str], everything: Sequence[str] | None = None) 
     for name in names:
         get_sampler(name)
     return list(names)
+
+
+def why_unmeasurable(target, sampler, method: str = "auto") -> str | None:
+    """Why `method` cannot measure `sampler` on `target` (None when it can), decided from what the engines require
+    without running anything: 'auto' asks exact.choose_method; a named method is held to its own requirements."""
+    from exact import choose_method
+    from exact.subspace import as_subspace, unsupported
+    from samplers.base import MarkovSampler, RandomizedSampler
+
+    if method == "auto":
+        try:
+            choose_method(target, sampler)
+        except DivergenceError as err:
+            return str(err)
+        return None
+    stochastic, markov = sampler.info.stochastic, isinstance(sampler, MarkovSampler)
+    randomized = isinstance(sampler, RandomizedSampler)
+    d = target.d
+    if method in ("grid-1d-flow", "grid-1d-kernel", "grid-1d-randomized") and d != 1:
+        return f"{method} measures 1-D targets only, {target.name!r} has d = {d}"
+    if method in ("grid-1d-flow", "flow-mc") and stochastic:
+        return f"it is stochastic and {method} pushes points through a deterministic map"
+    if method == "grid-1d-kernel" and not markov:
+        return "grid-1d-kernel needs a sampler written as Gaussian transitions (a Markov sampler)"
+    if method == "grid-1d-randomized" and not randomized:
+        return "grid-1d-randomized needs a randomized (random-time) sampler"
+    if method == "gaussian":
+        if not target.is_gaussian:
+            return f"the gaussian method needs a one-component target, {target.name!r} is not Gaussian"
+        if stochastic and not markov:
+            return "the gaussian method needs a deterministic sampler or one written as Gaussian transitions"
+    if method == "product":
+        if not getattr(target, "factorises", False):
+            return f"the product method needs a product target, {target.name!r} does not factorise"
+        if stochastic and not markov:
+            return "the product method needs a deterministic sampler or one written as Gaussian transitions"
+    if method == "subspace":
+        found = as_subspace(target)
+        if found is None:
+            return f"{target.name!r} has no subspace structure (k < d, shared isotropic floor)"
+        return unsupported(found, sampler)
+    return None
+
+
+def refuse_unmeasurable(target, samplers: dict, method: str = "auto") -> None:
+    """Refuse, before any work, a sampler list in which some sampler cannot be measured on `target` by `method`:
+    one line naming every such sampler and why (a DivergenceError)."""
+    reasons = {name: why_unmeasurable(target, sampler, method) for name, sampler in samplers.items()}
+    bad = {name: why for name, why in reasons.items() if why}
+    if bad:
+        shown = "; ".join(f"{name}: {why}" for name, why in bad.items())
+        how = "no exact method" if method == "auto" else f"method {method!r} cannot measure them"
+        raise DivergenceError(f"cannot measure {', '.join(bad)} on target {target.name!r} (d = {target.d}): "
+                              f"{how}. {shown}")
 
 
 def setup(args: argparse.Namespace) -> torch.device:

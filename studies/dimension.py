@@ -36,7 +36,8 @@ import torch
 
 from exact import BATCHED, METHODS, DivergenceError, measure
 from samplers import get_sampler
-from studies.common import (Skip, Study, StudyParser, add_flags, code_digest, integer, real, sampler_list,
+from studies.common import (Skip, Study, StudyParser, add_flags, code_digest, integer, real, refuse_unmeasurable,
+                            sampler_list,
                             study_parser, with_intervals)
 from theory.bounds import theorems_for
 from theory.catalog import get_target
@@ -150,12 +151,19 @@ def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
         else:
             shapes = [(d, None) for d in args.d if family != "mixture" or d <= args.mixture_max_d]
             Ts = args.T
-        # a dimension the family refuses fails here, before any work
-        keys = {(d, k): family_target(family, d, k, args.floor, device).fingerprint() for d, k in shapes}
-        for name in (sampler_list(args.sampler) if args.sampler else default_samplers):
-            sampler = get_sampler(name)
-            if family == "mixture" and sampler.info.stochastic:
-                continue  # no exact method for stochastic samplers on a non-product mixture
+        samplers = {name: get_sampler(name)
+                    for name in (sampler_list(args.sampler) if args.sampler else default_samplers)}
+        # no exact method for stochastic samplers on a non-product mixture: the mixture family leaves them out
+        samplers = {name: s for name, s in samplers.items() if not (family == "mixture" and s.info.stochastic)}
+        keys = {}
+        for d, k in shapes:
+            target = family_target(family, d, k, args.floor, device)  # a dimension the family refuses fails here
+            keys[d, k] = target.fingerprint()
+            if args.sampler and args.sampler != ["all"]:
+                # samplers named on the command line that the family's method cannot measure: refused before any
+                # work ('all' keeps every sampler, and a job the method refuses is skipped with its reason)
+                refuse_unmeasurable(target, samplers, method)
+        for name in samplers:
             samples = args.flow_samples if method == "flow-mc" else args.samples
             out += [Job(family, name, args.schedule, T, d, k, args.floor if family == "subspace" else 0.0, samples,
                         args.seed, str(device), args.batch, keys[d, k])

@@ -100,6 +100,7 @@ def build_parser() -> StudyParser:
     parser.add_argument("--steps", type=integer(2), default=256, help="Heun steps of the accurate trajectories")
     parser.add_argument("--coords", choices=["edm", "vp"], default="edm",
                         help="EDM coordinates x / sqrt(abar) (as in the AMED paper) or the VP state x")
+    parser.extra_names = {"target": ["mixture"]}  # a target of this study's own (build_target), besides the catalog's
     return parser
 
 

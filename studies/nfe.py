@@ -46,7 +46,8 @@ from exact import SEEDED, DivergenceError, choose_method, measure
 from samplers import OWN_GRID, get_sampler, sampler_grid, schedule_label
 from samplers.amed import AMEDPlugin, AMEDSolver, load_predictor, save_predictor, train_amed
 from samplers.base import ExactModel, SamplerError
-from studies.common import Study, StudyParser, add_flags, code_digest, integer, sampler_list, study_parser
+from studies.common import (Study, StudyParser, add_flags, code_digest, integer, refuse_unmeasurable, sampler_list,
+                            study_parser)
 from theory import solver_grids
 from theory.catalog import get_target
 
@@ -234,7 +235,7 @@ def work(job: Job) -> list[dict]:
         text = str(err)
         row.update(status="not-invertible" if ("not increasing" in text or "determinant" in text
                                                or "diffeomorphism" in text) else "refused",
-                   method=text[:120].replace(",", ";"))
+                   method=text)  # the reason, whole (the CSV quotes it)
     row["seconds"] = round(time.time() - start, 2)
     return [row]
 
@@ -245,6 +246,7 @@ def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
     target = get_target(args.target, args.d, device=device)
     solvers = sampler_list(args.sampler, everything=SOLVERS)  # unknown names fail before any work
     names = solvers + ([] if args.no_amed else sampler_list(["amed"] + [f"amed-plugin:{b}" for b in args.plugins]))
+    refuse_unmeasurable(target, {n: get_sampler(n) for n in solvers})  # no exact method for some: before any work
     own = {n for n in solvers if schedule_label(get_sampler(n), "") == OWN_GRID}  # e.g. diffusers schedulers
     def table1_grid(name: str) -> str:
         if name in own:

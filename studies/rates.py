@@ -56,6 +56,7 @@ from studies.common import (
     code_digest,
     integer,
     powers_of_two,
+    refuse_unmeasurable,
     sampler_list,
     study_parser,
 )
@@ -135,10 +136,10 @@ def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
     for metric in args.metric:
         if metric not in KNOWN_METRICS:
             raise DivergenceError(f"metric {metric!r} is not available: known metrics are {', '.join(KNOWN_METRICS)}")
+    if any(metric not in PATH_METRICS for metric in args.metric):
+        refuse_unmeasurable(target, samplers, args.method)  # every sampler the method cannot measure, before any work
     if any(metric in PATH_METRICS for metric in args.metric):
-        model = CountingModel(ExactModel(target))
-        for sampler in samplers.values():  # refuse a sampler without Gaussian transitions before any work
-            gaussian_transitions(sampler, model, sampler_grid(sampler, min(args.T), args.schedule).to(device))
+        refuse_without_transitions(target, samplers, min(args.T), args.schedule, device)
     # A sampler with its own grid (a diffusers scheduler) records OWN_GRID as its schedule.
     return [Job(name, args.target, args.d, target.name, target.d, schedule_label(samplers[name], args.schedule), T,
                 args.init, args.method,
@@ -155,6 +156,21 @@ def _engine(target, sampler, method: str) -> str:
         return choose_method(target, sampler)
     except DivergenceError:
         return "auto"
+
+
+def refuse_without_transitions(target, samplers: dict, T: int, schedule: str, device) -> None:
+    """Refuse, before any work, the samplers that are not one Gaussian transition a step (the path metrics need
+    that): one line naming every one of them and why."""
+    model = CountingModel(ExactModel(target))
+    bad = {}
+    for name, sampler in samplers.items():
+        try:
+            gaussian_transitions(sampler, model, sampler_grid(sampler, T, schedule).to(device))
+        except DivergenceError as err:
+            bad[name] = str(err)
+    if bad:
+        raise DivergenceError(f"cannot measure {', '.join(bad)} with the path metrics ({', '.join(PATH_METRICS)}): "
+                              + "; ".join(f"{name}: {why}" for name, why in bad.items()))
 
 
 def work(job: Job) -> list[dict]:
@@ -174,7 +190,7 @@ def work(job: Job) -> list[dict]:
         # "not measured" with the reason, and the sweep goes on to the other T.
         print(f"studies.rates: {job.sampler} at T={job.T}: not measured: {err}", file=sys.stderr)
         return [_row(job, target, grid, sampler.nfe(grid), metric, ResultsFile.NOT_MEASURED, ResultsFile.NOT_MEASURED,
-                     "not measured: " + str(err)[:100].replace(",", ";"), {}, True) for metric in job.metrics]
+                     "not measured: " + str(err), {}, True) for metric in job.metrics]  # the reason, whole
     start_error = init_error(target, grid, job.init)
     nfe = sampler.nfe(grid)
     rows = []

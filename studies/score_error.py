@@ -35,8 +35,8 @@ import torch
 from exact import DivergenceError, choose_method, measure
 from samplers import get_sampler
 from samplers.perturbed import PerturbedTarget, SineField, score_error_sizes
-from studies.common import (Skip, Study, StudyParser, add_flags, code_digest, real, sampler_list, study_parser,
-                            with_intervals)
+from studies.common import (Skip, Study, StudyParser, add_flags, code_digest, real, refuse_unmeasurable,
+                            sampler_list, study_parser, with_intervals)
 from theory.catalog import get_target
 from theory.rates import RateError, fit_order
 from theory.schedules import make_grid
@@ -110,8 +110,15 @@ def grid_nodes(omega: float) -> int:
 
 def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
     """Every sampler with the exact score, then each smooth and each high-frequency field."""
-    target_key = get_target(args.target, args.d, device=device).fingerprint()  # a bad target fails before any work
+    base = get_target(args.target, args.d, device=device)  # bad target or dimension: fails before any work
+    target_key = base.fingerprint()
     make_grid(args.schedule, args.T)
+    samplers = {name: get_sampler(name) for name in sampler_list(args.sampler)}
+    refuse_unmeasurable(base, samplers)  # a sampler no exact method measures here: refused before any work
+    for _, field in fields(args):
+        if field is not None:  # the perturbed target, as the engines will see it
+            refuse_unmeasurable(PerturbedTarget(base, field), samplers)
+            break
     out = []
     for name in sampler_list(args.sampler):
         for kind, field in fields(args):

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from exact import DivergenceError, choose_method, measure
+from exact import DivergenceError, measure
 from samplers import get_sampler
 from studies.common import (
     Skip,
@@ -55,6 +55,7 @@ from studies.common import (
     code_digest,
     integer,
     real,
+    refuse_unmeasurable,
     sampler_list,
     study_parser,
 )
@@ -253,11 +254,10 @@ def jobs(args, device) -> list[Job]:
     """A search per (sampler, metric its theorems bound, T); every input checked first."""
     names = sampler_list(args.sampler, everything=samplers_with_theorems())
     for name in names:
-        sampler = get_sampler(name)
         if not theorems_for(name):
             raise DivergenceError(f"sampler {name!r} has no theorem in theory.bounds: nothing to be tight against")
-        # refuses a sampler that no exact method measures on the class (randomized samplers in d > 1)
-        choose_method(class_target(reference(0.01), args.d), sampler)
+    # every sampler that no exact method measures on the class (randomized samplers in d > 1), named at once
+    refuse_unmeasurable(class_target(reference(0.01), args.d), {name: get_sampler(name) for name in names})
     for T in args.T:
         make_grid(args.schedule, T)
     if args.min_var >= 1.0:

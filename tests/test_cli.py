@@ -4,9 +4,16 @@ or value, exit status 2, before any measurement starts and without writing a res
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import json
 import math
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +21,8 @@ import torch
 from samplers import sampler_names
 from studies.__main__ import STUDIES, summary
 from studies.common import FLAGS, ResultsFile, rows_of
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _parser(name: str):
@@ -196,3 +205,147 @@ def test_sampler_all_means_every_sampler_the_study_measures(name, tmp_path):
     else:
         expected = set(sampler_names())
     assert expected <= names, f"studies.{name} --sampler all leaves out {expected - names}"
+
+
+# ---------------------------------------------------------------------------- the front door (studies.front)
+def test_the_front_door_index_is_generated_from_the_registries_and_parsers():
+    from studies import front
+
+    assert front.load_index() == json.loads(json.dumps(front.build_index())), (
+        f"{front.INDEX_PATH.name} is stale: run `{front.REGENERATE}`")
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_the_front_door_rebuilds_each_study_parser_exactly(name, monkeypatch):
+    """The parser rebuilt from the index (without torch) prints the study's own --help and parses as it does."""
+    from studies import front
+
+    monkeypatch.setenv("COLUMNS", "100")
+    _, parser = _parser(name)
+    rebuilt = front.rebuild_parser(json.loads(json.dumps(front.parser_spec(parser))))  # as read from the file
+    assert rebuilt.format_help() == parser.format_help()
+    assert vars(rebuilt.parse_args(["--out", "x"])).keys() == vars(parser.parse_args(["--out", "x"])).keys()
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_list_prints_every_registered_name_with_one_line_each(name, capsys):
+    from samplers.base import REGISTRY
+    from theory.bounds import THEOREMS
+    from theory.catalog import PARAMETRISED, TARGETS
+    from theory.schedules import SCHEDULES
+
+    module, _ = _parser(name)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--list"])
+    assert stop.value.code in (0, None)
+    out = capsys.readouterr().out
+    listed = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    names = [*REGISTRY, *TARGETS, *(f + ":" for f in PARAMETRISED), *SCHEDULES, *(t.id for t in THEOREMS)]
+    for registered in names:
+        assert registered in listed, f"studies.{name} --list leaves out {registered!r}"
+        assert len(listed[registered].split()) > 1, f"{registered!r} is listed without a description"
+
+
+def _run_without_torch(argv: list[str]) -> tuple[int, str, list[str]]:
+    """`python -X importtime -m studies.<...> argv` in a subprocess: exit status, stdout, and the stderr lines that
+    are not import timings; fails if torch (or any torch.* module) was imported."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", *argv], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=120)
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    assert imported, "no import timings: -X importtime did not run"
+    heavy = [module for module in imported if module.split(".")[0] in ("torch", "numpy", "pandas")]
+    assert not heavy, f"{argv} imported {heavy[:5]}"
+    return done.returncode, done.stdout, [line for line in done.stderr.splitlines()
+                                          if not line.startswith("import time:")]
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_help_and_list_answer_before_torch_is_imported(name, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")  # the width the subprocess formats with
+    module, parser = _parser(name)
+    code, out, err = _run_without_torch([f"studies.{name}", "--help"])
+    assert code == 0 and not err, err
+    with contextlib.redirect_stdout(io.StringIO()) as real, pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    assert out == real.getvalue()  # the door's help is the study's own help
+    code, out, err = _run_without_torch([f"studies.{name}", "--list"])
+    assert code == 0 and not err, err
+    assert "samplers" in out and "theorems" in out
+
+
+REFUSED_EARLY = [  # (argv, the flag it needs, what the one line says)
+    (["--sampler", "no-such-sampler"], "--sampler", "unknown sampler 'no-such-sampler'"),
+    (["--sampler", "all", "ddim"], "--sampler", "unknown sampler 'all'"),
+    (["--target", "no-such-target"], "--target", "unknown target 'no-such-target'"),
+    (["--schedule", "no-such-schedule"], "--schedule", "unknown schedule 'no-such-schedule'"),
+    (["--seed", "-1"], "--seed", "-1 is below"),
+    (["--T", "x"], "--T", "'x' is not an integer"),
+    (["--no-such-flag"], "--out", "unrecognized arguments"),
+]
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_refusals_answer_before_torch_with_the_studys_own_words(name, capsys, tmp_path):
+    """Each bad name or number is refused in a process that never imports torch, with one line and exit status 2,
+    and the study itself (run in this process, registries loaded) refuses it with the same line."""
+    module, parser = _parser(name)
+    options = _options(parser)
+    applied = 0
+    for argv, needs, needle in REFUSED_EARLY:
+        if needs not in options:
+            continue
+        argv = [*argv, "--out", str(tmp_path / "out")]
+        code, _, err = _run_without_torch([f"studies.{name}", *argv])
+        assert code == 2 and len(err) == 1, f"{argv}: exit {code}, stderr {err}"
+        assert needle in err[0], err[0]
+        assert err[0] == _one_line_exit(module, argv, capsys), f"{argv}: the door and the study disagree"
+        applied += 1
+    assert applied >= 3, f"studies.{name}: only {applied} of the early refusals apply"
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_the_door_lets_every_valid_command_through(name, tmp_path):
+    """The door returns (the study goes on) for the default command and for valid names of every form it judges:
+    parametrised samplers and targets, a JSON file, a study's own target."""
+    from studies import front
+
+    index = front.load_index()
+    _, parser = _parser(name)
+    options = _options(parser)
+    target_file = tmp_path / "t.json"
+    target_file.write_text(json.dumps({"weights": [1.0], "means": [[0.0]], "covs": [[[1.0]]]}))
+    commands = [[]]
+    if "--sampler" in options:
+        commands += [["--sampler", "all"], ["--sampler", "ddim", "amed-plugin:ipndm", "expint:2"]]
+    if "--target" in options:
+        commands += [["--target", str(target_file)], ["--target", "subspace:2"], ["--target", "mix1d"]]
+        commands += [["--target", extra] for extra in getattr(parser, "extra_names", {}).get("target", [])]
+    if "--schedule" in options:
+        commands += [["--schedule", schedule] for schedule, _ in index["schedules"]]
+    for argv in commands:
+        assert front.front_door(name, [*argv, "--out", str(tmp_path)], index) is None
+
+
+def test_a_stale_index_never_refuses_what_the_study_might_accept(tmp_path):
+    """After an edit to a study's parser sources the door refuses nothing (the study decides), and a name missing
+    from the index but written in the registries' sources is left to the study; a fresh index still refuses."""
+    import copy
+
+    from studies import front
+
+    index = front.load_index()
+    argv = ["--T", "1", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit) as stop:
+        front.front_door("rates", argv, index)
+    assert stop.value.code == 2
+    stale = copy.deepcopy(index)
+    stale["studies"]["rates"]["sources"] = "an older digest"
+    assert front.front_door("rates", argv, stale) is None
+    assert front.front_door("rates", ["--sampler", "no-such-sampler", "--out", str(tmp_path)], stale) is None
+    missing = copy.deepcopy(index)
+    missing["samplers"] = [entry for entry in missing["samplers"] if entry[0] != "ddim"]
+    assert front.front_door("rates", ["--sampler", "ddim", "--out", str(tmp_path)], missing) is None
+    with pytest.raises(SystemExit):
+        front.front_door("rates", ["--sampler", "no-such-sampler", "--out", str(tmp_path)], missing)

@@ -19,18 +19,19 @@ import torch
 
 from theory.product import ProductTarget, product_of
 from theory.subspace import SubspaceTarget, subspace_family
+from theory.target_file import read_target_file
 from theory.targets import DTYPE, GaussianMixture, TargetError, from_json, gaussian
 
 
 def _mix1d(d: int | None) -> GaussianMixture:
-    # Three separated modes of different widths: the default 1-D multimodal target.
+    """Three separated modes of different widths in 1-D: the default multimodal target."""
     return GaussianMixture(
         [0.3, 0.5, 0.2], [[-2.0], [0.5], [2.5]], [[[0.25]], [[0.09]], [[0.36]]], "mix1d"
     )
 
 
 def _mix2d(d: int | None) -> GaussianMixture:
-    # Four anisotropic, rotated components in the plane.
+    """Four anisotropic, rotated components in the plane."""
     def rot(theta: float, a: float, b: float) -> list[list[float]]:
         c, s = math.cos(theta), math.sin(theta)
         R = torch.tensor([[c, -s], [s, c]], dtype=DTYPE)
@@ -45,7 +46,7 @@ def _mix2d(d: int | None) -> GaussianMixture:
 
 
 def _gaussian(d: int | None) -> GaussianMixture:
-    # A d-dimensional Gaussian with a spread spectrum (variances from 0.1 to 2) in a fixed rotated basis.
+    """A d-dimensional Gaussian with a spread spectrum (variances from 0.1 to 2) in a fixed rotated basis."""
     d = 1 if d is None else d
     gen = torch.Generator().manual_seed(1234)
     Q, _ = torch.linalg.qr(torch.randn(d, d, dtype=DTYPE, generator=gen))
@@ -55,7 +56,7 @@ def _gaussian(d: int | None) -> GaussianMixture:
 
 
 def _points1d(d: int | None) -> GaussianMixture:
-    # Two point masses: the singular extreme (covariances zero).
+    """Two point masses in 1-D: the singular extreme (covariances zero)."""
     return GaussianMixture([0.5, 0.5], [[-1.0], [1.0]], [[[0.0]], [[0.0]]], "points1d")
 
 
@@ -140,37 +141,36 @@ def _subspace_product(d: int | None) -> SubspaceTarget:
     return subspace_family(d, 1, product_core=True)
 
 
+def _subspace_of(d: int | None, arg: str) -> SubspaceTarget:
+    """`subspace:<k>`: a k-dimensional three-component mixture (not a product for k > 1) embedded in R^d."""
+    return subspace_family(d, _subspace_k("subspace:" + arg, arg))
+
+
+def _subspace_product_of(d: int | None, arg: str) -> SubspaceTarget:
+    """`subspace-product:<k>`: k copies of a two-mode line embedded in R^d (every sampler is exact on it)."""
+    return subspace_family(d, _subspace_k("subspace-product:" + arg, arg), True)
+
+
 PARAMETRISED: dict[str, Callable[[int | None, str], object]] = {
-    # subspace:<k>: a k-dimensional three-component mixture (not a product for k > 1) embedded in R^d
-    "subspace": lambda d, arg: subspace_family(d, _subspace_k("subspace:" + arg, arg)),
-    # subspace-product:<k>: k copies of a two-mode line embedded in R^d (every sampler is exact on it)
-    "subspace-product": lambda d, arg: subspace_family(d, _subspace_k("subspace-product:" + arg, arg), True),
+    "subspace": _subspace_of,
+    "subspace-product": _subspace_product_of,
 }
 
 
 def _from_file(name: str):
     """A JSON target: a mixture {"weights", "means", "covs"}, or d independent copies of a 1-D mixture
-    {"product": {"weights", "means", "covs"}, "d": d} (a product target, measured by the product engine)."""
-    import json
-
+    {"product": {"weights", "means", "covs"}, "d": d} (a product target, measured by the product engine). Every field
+    is checked by theory.target_file (one line naming the file, the field and its value)."""
     path = Path(name)
+    spec = read_target_file(path)
+    if spec["kind"] == "mixture":
+        return from_json(path)
+    marginal = spec["marginal"]
     try:
-        spec = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return from_json(path)  # its own one-line error
-    if isinstance(spec, dict) and "product" in spec:
-        d = spec.get("d")
-        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-            raise TargetError(f"target file {name!r}: a product needs an integer d >= 1, got {d!r}")
-        marginal = spec["product"]
-        if not isinstance(marginal, dict) or any(k not in marginal for k in ("weights", "means", "covs")):
-            raise TargetError(f"target file {name!r}: 'product' must hold a 1-D mixture (weights, means, covs)")
-        try:
-            one = GaussianMixture(marginal["weights"], marginal["means"], marginal["covs"], name=path.stem)
-        except (TypeError, RuntimeError) as err:
-            raise TargetError(f"target file {name!r}: 'product' is not numeric K x 1 data: {err}") from None
-        return product_of(one, d, path.stem)
-    return from_json(path)
+        one = GaussianMixture(marginal["weights"], marginal["means"], marginal["covs"], name=path.stem)
+    except TargetError as err:  # what only an eigendecomposition sees
+        raise TargetError(f"target file {name!r}: product: {err}") from None
+    return product_of(one, spec["d"], path.stem)
 
 
 def known_targets() -> list[str]:

@@ -17,7 +17,6 @@ The JSON format a user writes by hand: {"weights": [...], "means": [[...], ...],
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -26,14 +25,11 @@ import torch
 from torch import Tensor
 
 from theory.fingerprint import digest
+from theory.target_file import TargetError, read_target_file  # noqa: F401  (TargetError: re-exported here)
 
 DTYPE = torch.float64
 LOG_2PI = math.log(2.0 * math.pi)
 LEVEL_CACHE_SIZE = 4096  # levels whose constants a mixture keeps (GaussianMixture._level_constants)
-
-
-class TargetError(ValueError):
-    """A target that cannot be built: bad weights, covariance, shape, name or file."""
 
 
 def _as_level(abar: float | Tensor, like: Tensor) -> Tensor:
@@ -67,13 +63,20 @@ class ScoreDerived:
         return (x + (1 - level) * self.score(x, level)) / torch.sqrt(level)
 
 
+def _as_data(values, field: str, device) -> Tensor:
+    """A tensor of float64 values, or a TargetError naming the field (ragged lists, strings where numbers belong)."""
+    try:
+        return torch.as_tensor(values, dtype=DTYPE, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TargetError(f"{field} must be numbers in a K x ... array, got {str(values)[:60]!r} ({err})") from None
+
+
 class GaussianMixture(ScoreDerived):
     """A mixture of K Gaussians in R^d, known exactly at every noise level of the VP forward process."""
 
     def __init__(self, weights, means, covs, name: str = "custom", device: str | torch.device = "cpu"):
-        weights = torch.as_tensor(weights, dtype=DTYPE, device=device)
-        means = torch.as_tensor(means, dtype=DTYPE, device=device)
-        covs = torch.as_tensor(covs, dtype=DTYPE, device=device)
+        weights, means, covs = (_as_data(weights, "weights", device), _as_data(means, "means", device),
+                                _as_data(covs, "covs", device))
         if weights.ndim != 1 or weights.numel() == 0:
             raise TargetError(f"weights must be a non-empty list, got shape {tuple(weights.shape)}")
         if not torch.all(torch.isfinite(weights)) or torch.any(weights < 0):
@@ -481,20 +484,12 @@ def gaussian(mean, cov, name: str = "gaussian") -> GaussianMixture:
 
 
 def from_json(path: str | Path) -> GaussianMixture:
-    """Read {"weights": [...], "means": [[...]], "covs": [[[...]]]} and validate it."""
+    """Read {"weights": [...], "means": [[...]], "covs": [[[...]]]}, every field checked (theory.target_file)."""
     path = Path(path)
-    try:
-        spec = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TargetError(f"target file not found: {str(path)!r}") from None
-    except json.JSONDecodeError as err:
-        raise TargetError(f"malformed JSON in target file {str(path)!r}: {err}") from None
-    if not isinstance(spec, dict):
-        raise TargetError(f"target file {str(path)!r} must hold an object with weights, means, covs")
-    missing = [key for key in ("weights", "means", "covs") if key not in spec]
-    if missing:
-        raise TargetError(f"target file {str(path)!r} lacks {', '.join(missing)}")
+    spec = read_target_file(path)
+    if spec["kind"] != "mixture":
+        raise TargetError(f"target file {str(path)!r} holds a product: read it with theory.catalog.get_target")
     try:
         return GaussianMixture(spec["weights"], spec["means"], spec["covs"], name=path.stem)
-    except (TypeError, RuntimeError) as err:  # ragged lists, strings where numbers belong
-        raise TargetError(f"target file {str(path)!r} is not numeric K x d data: {err}") from None
+    except TargetError as err:  # what only an eigendecomposition sees (a covariance that is not PSD)
+        raise TargetError(f"target file {str(path)!r}: {err}") from None
