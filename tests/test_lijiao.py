@@ -321,3 +321,25 @@ def test_the_theorem_entry_is_the_full_texts():
     # the shape is read at the paper's T = grid levels - 1
     assert theorem.shape(101, 10) == pytest.approx(10**1.5 * math.log(100) ** 4 / 100**1.5)
     assert theorems_for("lijiao-rmp-parallel?K=10&M=4") == []  # Theorem 2 counts rounds: not a shape in T
+
+
+def test_rates_draws_gives_every_draw_its_rows_and_their_median_and_worst(tmp_path):
+    """studies.rates --draws R: draw r = --seed + r, each draw a sampler named with all its options and draw, its
+    own rows; draws.csv holds the median and the largest value over the draws of each T and metric."""
+    import pandas as pd
+
+    from studies import rates
+
+    out = tmp_path / "draws"
+    assert rates.main(["--sampler", "lijiao-rmp?K=5", "--target", "gaussian", "--d", "2", "--T", "21", "41",
+                       "--draws", "3", "--seed", "4", "--metric", "kl", "--no-plot", "--scheduler", "none",
+                       "--out", str(out)]) == 0
+    rows = pd.read_csv(out / "rates.csv")
+    names = [f"lijiao-rmp?K=5&c0=2&c1=5&draw={r}" for r in (4, 5, 6)]
+    assert sorted(set(rows["sampler"])) == names and len(rows) == 6
+    assert set(rows["schedule"]) == {"own-grid"} and set(rows["nfe"]) == {40, 80}
+    spread = pd.read_csv(out / "draws.csv").set_index("T")
+    for T, group in rows.groupby("T"):
+        assert spread.loc[T, "sampler"] == "lijiao-rmp?K=5&c0=2&c1=5" and spread.loc[T, "draws"] == 3
+        assert spread.loc[T, "median"] == pytest.approx(group["value"].median(), rel=1e-12)
+        assert spread.loc[T, "worst"] == pytest.approx(group["value"].max(), rel=1e-12)
