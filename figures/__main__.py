@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = Path("results/figures")
 
 FRONTIER = ["ddim", "ode-accel", "ddpm", "ddpm-posterior", "ddpm-accel", "expint:1", "expint:2", "expint:3",
-            "expint:4", "ode-rmp", "ode-rmp-is", "ddpm-rmp", "lijiao-rmp", "picard", "picard:2,8", "ode-renoise"]
+            "expint:4", "ode-rmp", "ode-rmp-is", "ddpm-rmp", "lijiao-rmp?K=3&c0=1&c1=3", "picard", "picard:2,8", "ode-renoise"]
 
 # name -> (study module, arguments, {PNG the study writes, relative to its --out: file name under figures/})
 FIGURES: dict[str, tuple[str, list[str], dict[str, str]]] = {

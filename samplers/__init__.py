@@ -10,7 +10,7 @@ from samplers import (
     diffusers,  # noqa: F401  (registers the family diffusers:<Scheduler>; diffusers imported lazily)
     expint,  # noqa: F401  (registers expint:<p>, order-p exponential Runge-Kutta)
     li2023,  # noqa: F401  (registers ode, ddim, ddpm, ddpm-posterior, ode-accel, ddpm-accel)
-    lijiao,  # noqa: F401  (registers lijiao-rmp, lijiao-rmp:<N>)
+    lijiao,  # noqa: F401  (registers the families lijiao-rmp[?K=..&c0=..&c1=..&draw=..] and lijiao-rmp-parallel[?...])
     picard,  # noqa: F401  (registers picard, picard:K,B: parallel Picard sweeps of the probability-flow ODE)
     randomized_midpoint,  # noqa: F401  (registers ode-rmp, ode-rmp-is)
     renoise,  # noqa: F401  (registers ode-renoise: ODE step past the next level, then forward noising back)

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -379,18 +380,42 @@ def register(name: str):
 
 
 def get_sampler(name: str) -> Sampler:
-    """A sampler by registry name; parametrised names (`family:arg`) go to the family's factory."""
-    if name in REGISTRY and not name.endswith(":"):  # a bare family name ("afs:") has no argument to pass
+    """A sampler by registry name; parametrised names (`family:arg`) go to the family's factory, and so do names
+    with options in query form (`family?key=value&...`, the family registered as "family?"; the bare family name
+    means every option at its default)."""
+    if name in REGISTRY and not name[-1:] in (":", "?"):  # a bare family name ("afs:") has no argument to pass
         return REGISTRY[name]()
+    family, _, query = name.partition("?")
+    if family + "?" in REGISTRY:
+        return REGISTRY[family + "?"](query)
     family, _, arg = name.partition(":")
     if arg and family + ":" in REGISTRY:
         return REGISTRY[family + ":"](arg)
-    known = ", ".join(sorted(n for n in REGISTRY if not n.endswith(":")))
+    known = ", ".join(sorted(n if not n.endswith("?") else n[:-1] + "[?options]" for n in REGISTRY
+                             if not n.endswith(":")))
     raise SamplerError(f"unknown sampler {name!r}: known samplers are {known}")
 
 
+def parse_query(query: str, spec: str, family: str) -> dict:
+    """The options of `spec`'s query part, `key=value&...` -> {key: value}, each value a JSON literal where it
+    parses (true, 3, 0.5, null, [1, 2], "text") and the plain text otherwise; a malformed or repeated option raises
+    a one-line SamplerError naming it."""
+    options: dict = {}
+    for item in filter(None, query.split("&")):
+        key, eq, text = item.partition("=")
+        if not eq or not key:
+            raise SamplerError(f"{family} option {item!r} in {spec!r} is not key=value")
+        if key in options:
+            raise SamplerError(f"{family} option {key!r} is given twice in {spec!r}")
+        try:
+            options[key] = json.loads(text)
+        except ValueError:
+            options[key] = text
+    return options
+
+
 def sampler_names(stochastic: bool | None = None) -> list[str]:
-    names = [n for n in REGISTRY if not n.endswith(":")]
+    names = [n for n in REGISTRY if not n.endswith((":", "?"))]
     if stochastic is None:
         return names
     return [n for n in names if get_sampler(n).info.stochastic == stochastic]

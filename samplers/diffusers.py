@@ -102,7 +102,8 @@ from torch import Tensor
 from torch.autograd import forward_ad
 from torch.overrides import TorchFunctionMode
 
-from samplers.base import CountingModel, MarkovSampler, Sampler, SamplerError, SamplerInfo, Transition, register
+from samplers.base import (CountingModel, MarkovSampler, Sampler, SamplerError, SamplerInfo, Transition, parse_query,
+                           register)
 from theory.schedules import DTYPE, Grid, ScheduleError
 
 PREDICTIONS = ("epsilon", "sample", "original_sample", "v_prediction")
@@ -336,14 +337,6 @@ def _common_refusals(config: dict) -> str | None:
 
 
 # ---------------------------------------------------------------------------- parsing a name
-def _value(text: str):
-    """A JSON literal where the text parses as one, else the text itself."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def parse_spec(spec: str) -> tuple[str, dict, str]:
     """`Class[?k=v&...]` or `path.json[?k=v&...]` -> (class name, options from the file then the query, source)."""
     base, _, query = spec.partition("?")
@@ -365,15 +358,7 @@ def parse_spec(spec: str) -> tuple[str, dict, str]:
         class_name = base
     if not class_name:
         raise SamplerError(f"diffusers sampler {spec!r} names no scheduler class (e.g. diffusers:DDIMScheduler)")
-    seen = set()
-    for item in filter(None, query.split("&")):
-        key, eq, text = item.partition("=")
-        if not eq or not key:
-            raise SamplerError(f"diffusers option {item!r} in {spec!r} is not key=value")
-        if key in seen:
-            raise SamplerError(f"diffusers option {key!r} is given twice in {spec!r}")
-        seen.add(key)
-        options[key] = _value(text)
+    options.update(parse_query(query, spec, "diffusers"))
     return class_name, options, source
 
 

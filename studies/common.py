@@ -342,6 +342,8 @@ FLAGS: dict[str, tuple[Callable[[str], object] | None, str]] = {
     "nfe": (integer(1), "budgets of model evaluations"),
     "metric": (None, "error metrics to report"),
     "seed": (integer(0), "seed of every random draw (Monte Carlo, noise, training)"),
+    "draws": (integer(1), "schedule draws of a sampler whose schedule is random (lijiao-rmp): draw r = seed + r "
+                          "(or the name's draw= + r), each draw a sampler of its own with its own rows"),
     "device": (_device_name, "torch device: cpu or cuda"),
     "threads": (integer(1), "torch intra-op threads (1 is fastest for these small tensors on a shared CPU; "
                             "unset: torch's own choice)"),

@@ -152,16 +152,26 @@ def test_path_kl_rows_bound_the_output_kl_and_follow_the_seed(tmp_path, capsys):
     pd.testing.assert_frame_equal(frames["m"], frames["m2"])
 
 
-def test_a_T_at_which_the_map_folds_is_not_measured_and_the_sweep_goes_on(tmp_path, capsys):
-    """lijiao-rmp's map folds at T = 8 and 16 on li2023 (the exact engine refuses it): those rows say "not
-    measured" with the reason, T = 32 is measured, and the run ends normally."""
+def test_a_T_at_which_the_map_folds_is_not_measured_and_the_sweep_goes_on(tmp_path, capsys, monkeypatch):
+    """A sampler whose map folds at T = 8 (the exact engine refuses it) and not at T = 32: the T = 8 rows say "not
+    measured" with the reason, T = 32 is measured, and the run ends normally. (The sampler is DDIM mirrored,
+    x -> -x, on grids of fewer than 16 levels: a map that is not increasing there.)"""
+    from samplers.base import REGISTRY, Sampler, SamplerInfo, get_sampler
     from studies import rates
     from studies.common import ResultsFile
 
+    class FoldsOnCoarseGrids(Sampler):
+        info = SamplerInfo("folds-on-coarse-grids", stochastic=False, evals_per_step=1, order=1.0, reference="test")
+
+        def run(self, model, grid, x, noise=None):
+            out = get_sampler("ddim").run(model, grid, x, noise)
+            return -out if grid.T < 16 else out
+
+    monkeypatch.setitem(REGISTRY, "folds-on-coarse-grids", FoldsOnCoarseGrids)
     out = tmp_path / "fold"
-    assert rates.main(["--sampler", "lijiao-rmp", "--T", "8", "32", "--metric", "tv", "--out", str(out),
+    assert rates.main(["--sampler", "folds-on-coarse-grids", "--T", "8", "32", "--metric", "tv", "--out", str(out),
                        "--no-plot", "--scheduler", "none"]) == 0
     text = pd.read_csv(out / "rates.csv", dtype=str, keep_default_na=False).set_index("T")
     assert text.loc["8", "value"] == ResultsFile.NOT_MEASURED and "not increasing" in text.loc["8", "method"]
     assert float(text.loc["32", "value"]) > 0
-    assert "lijiao-rmp at T=8: not measured" in capsys.readouterr().out
+    assert "folds-on-coarse-grids at T=8: not measured" in capsys.readouterr().out
