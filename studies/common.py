@@ -20,6 +20,7 @@ import torch
 from exact import DivergenceError
 from samplers.base import SamplerError, get_sampler, sampler_names
 from studies.distributed import SchedulerError, scheduler_value
+from studies.tables import table_kind
 from theory.rates import RateError
 from theory.schedules import ScheduleError
 from theory.targets import TargetError
@@ -214,6 +215,8 @@ FLAGS: dict[str, tuple[Callable[[str], object] | None, str]] = {
                             "unset: torch's own choice)"),
     "out": (Path, "output folder (results CSV, tables, figure)"),
     "no_plot": (None, "skip the figure"),
+    "table": (table_kind, "also write each of the study's tables as LaTeX (booktabs) or Markdown beside its CSV: "
+                          "DIR/<table>.tex or DIR/<table>.md"),
     "scheduler": (scheduler_value, "where measurements run: 'none' (this process, in order), 'local' (a Dask "
                                    "cluster of local processes), 'auto' (this process, handing over to a local "
                                    "cluster once the work left outweighs its start-up) or the address of a running "

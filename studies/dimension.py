@@ -71,7 +71,7 @@ SATURATED_TV = 0.5  # TV above this is in its saturating regime, not in the smal
 def build_parser() -> StudyParser:
     parser = study_parser("dimension", __doc__)
     add_flags(parser, several=["sampler"], sampler=None, d=DEFAULT_D, schedule="li2023", T=DEFAULT_T, seed=0,
-              device="cpu", threads=1, out=Path("results/dimension"), no_plot=False, scheduler="auto", workers=None,
+              device="cpu", threads=1, out=Path("results/dimension"), no_plot=False, table=None, scheduler="auto", workers=None,
               batch=None)
     parser.add_argument("--family", nargs="+", default=DEFAULT_FAMILIES, choices=list(FAMILIES),
                         help="target families (samplers default to each family's list)")

@@ -94,7 +94,7 @@ def build_parser() -> StudyParser:
     parser = study_parser("geometry", __doc__)
     add_flags(parser, aliases={"target": ["--targets"]},
               types={"d": integer(3, why="in d <= 2 a trajectory is trivially planar")}, target=["gaussian", "mixture"],
-              d=[8, 32, 128], seed=0, device="cpu", threads=None, out=Path("results/geometry"), no_plot=False,
+              d=[8, 32, 128], seed=0, device="cpu", threads=None, out=Path("results/geometry"), no_plot=False, table=None,
               scheduler="auto", workers=None)
     parser.add_argument("--trajectories", type=integer(2), default=256, help="trajectories per target and d")
     parser.add_argument("--steps", type=integer(2), default=256, help="Heun steps of the accurate trajectories")

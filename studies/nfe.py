@@ -65,7 +65,7 @@ def build_parser() -> StudyParser:
     parser = study_parser("nfe", __doc__)
     add_flags(parser, aliases={"sampler": ["--solvers"]}, types={"nfe": integer(2)}, sampler=SOLVERS,
               target="mix1d", d=None, nfe=list(range(3, 11)), seed=0, device="cpu", threads=None,
-              out=Path("results/nfe"), no_plot=False, scheduler="auto", workers=None)
+              out=Path("results/nfe"), no_plot=False, table=None, scheduler="auto", workers=None)
     parser.add_argument("--grid", default="recommended", choices=["recommended", "li2023", *GRIDS],
                         help="table 1's grid: each solver's recommended one, or this one for every solver (li2023: "
                         "the seed paper's grid, as studies.rates uses)")

@@ -51,7 +51,7 @@ FLOOR_COLUMNS = ["target", "d", "sampler", "stochastic", "metric", "sweep", "aga
 def build_parser() -> StudyParser:
     parser = study_parser("score_error", __doc__)
     add_flags(parser, sampler=["ode", "ddim", "ddpm"], target="std-normal", d=1, schedule="li2023", T=128, seed=0,
-              device="cpu", threads=1, out=Path("results/score_error"), no_plot=False, scheduler="auto",
+              device="cpu", threads=1, out=Path("results/score_error"), no_plot=False, table=None, scheduler="auto",
               workers=None)
     parser.add_argument("--amplitudes", nargs="+", type=real(0.0), default=[0.01, 0.03, 0.1],
                         help="amplitudes a of the smooth field (omega = 1)")

@@ -104,7 +104,7 @@ def samplers_with_theorems() -> list[str]:
 def build_parser():
     parser = study_parser("tightness", __doc__)
     add_flags(parser, sampler=DEFAULT_SAMPLERS, d=1, schedule="li2023", T=DEFAULT_T, seed=0, device="cpu",
-              threads=1, out=Path("results/tightness"), no_plot=False, scheduler="auto", workers=None)
+              threads=1, out=Path("results/tightness"), no_plot=False, table=None, scheduler="auto", workers=None)
     parser.add_argument("--budget", type=integer(1), default=32,
                         help="exact evaluations per search (Sobol starts plus Nelder-Mead)")
     parser.add_argument("--starts", type=integer(1), default=16, help="Sobol starts (at most the budget)")
