@@ -37,6 +37,7 @@ PAPER_STYLE: dict[str, object] = {
     "ytick.labelsize": 7,
     "legend.fontsize": 7,
     "figure.titlesize": 8,
+    "figure.labelsize": 8,
     "lines.linewidth": 1.0,
     "lines.markersize": 3.0,
     "errorbar.capsize": 1.5,

@@ -15,7 +15,9 @@ KINDS = {"latex": ".tex", "markdown": ".md"}
 
 # LaTeX's special characters in text mode and what stands for each.
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+          # the marks the studies' tables use, so the file needs no Unicode set-up
+          "\u2014": "---", "\u2013": "--", "\u00b1": r"$\pm$", "\u2020": r"$\dagger$", "\u2021": r"$\ddagger$"}
 
 
 def table_kind(text: str) -> str:
