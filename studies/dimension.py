@@ -265,7 +265,8 @@ def fit_exponents(frame: pd.DataFrame, tv_level: float, kl_level: float) -> pd.D
     return pd.DataFrame(rows, columns=EXPONENT_COLUMNS)
 
 
-MARKS = {"capped": r"saturated: $\mathrm{TV} \geq 0.5$ (not fitted)", "flagged": "numerical error not small (not fitted)"}
+MARKS = {"capped": r"saturated: $\mathrm{TV} \geq 0.5$ (not fitted)",
+         "flagged": "numerical error not small (not fitted)"}
 
 
 def _d_fit(points: pd.DataFrame, metric: str):
@@ -332,7 +333,8 @@ def plot(frame: pd.DataFrame, path: Path) -> tuple[list[Path], str]:
                 ax.set_xlabel("dimension $d$")
                 ax.set_ylabel(r"$\mathrm{TV}$" if metric == "tv" else r"$\mathrm{KL}$")
                 methods = "/".join(sorted(sub[sub["metric"] == metric]["method"].unique()))
-                what = ("$k$ = " + ", ".join(str(int(k)) for k in ks)) if family == "subspace" else sub["target"].iloc[0]
+                what = ("$k$ = " + ", ".join(str(int(k)) for k in ks)) if family == "subspace" \
+                    else sub["target"].iloc[0]
                 ax.set_title(f"{family} ({what}), $T$ = {T_max}, {methods}")
                 ax.grid(True, which="both")
         legend_below(fig, list(axes.flat), extra=mark_handles(marks, MARKS))

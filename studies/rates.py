@@ -77,9 +77,8 @@ PATH_SAMPLES = 4000  # Monte Carlo paths per path-KL measurement (the engine's d
 def build_parser() -> StudyParser:
     parser = study_parser("rates", __doc__)
     add_flags(parser, sampler=["ode-accel"], target="mix1d", d=None, schedule="li2023", T=DEFAULT_T,
-              metric=["tv", "kl"], seed=0, device="cpu", threads=1, out=Path("results/rates"), no_plot=False, table=None,
-              scheduler="auto", workers=None,
-              batch=None)
+              metric=["tv", "kl"], seed=0, device="cpu", threads=1, out=Path("results/rates"), no_plot=False,
+              table=None, scheduler="auto", workers=None, batch=None)
     parser.add_argument("--init", default="exact", choices=["exact", "gaussian"],
                         help="start from q_T exactly or from N(0, I)")
     parser.add_argument("--method", default="auto", choices=["auto", *METHODS],
@@ -297,7 +296,8 @@ def print_table(frame: pd.DataFrame, out=None) -> None:
         print("(! : numerical error not well below the value; left out of the fits)", file=out)
 
 
-METRIC_LABELS = {"tv": r"$\mathrm{TV}$", "kl": r"$\mathrm{KL}(q\,\|\,p)$", "kl_reverse": r"$\mathrm{KL}(p\,\|\,q)$",
+# p: the sampler's output law, q: the true law at the grid's last level (shared/spec/metrics.md)
+METRIC_LABELS = {"tv": r"$\mathrm{TV}$", "kl": r"$\mathrm{KL}(p\,\|\,q)$", "kl_reverse": r"$\mathrm{KL}(q\,\|\,p)$",
                  "w2": r"$W_2$", "kl_path": r"path $\mathrm{KL}$", "kl_path_sampler": r"path $\mathrm{KL}$ (sampler)"}
 THEOREM_STYLES = [":", (0, (1, 1)), (0, (4, 1, 1, 1)), (0, (1, 2, 1, 2, 4, 2))]  # one per theorem of a sampler
 MARKS = {"capped": r"$\beta$ capped at 0.5 (small $T$)", "flagged": "numerical error not small (not fitted)"}
@@ -407,7 +407,8 @@ def plot(frame: pd.DataFrame, path: Path, window: int | None = None) -> tuple[li
             "smallest h), with its 95% interval and window in the legend"
             + (f"; {abstained} sampler-metric fits abstain (too few points for an interval) and show points only"
                if abstained else "")
-            + ". Thin dotted and dash-dotted lines in a sampler's colour: each theorem's shape (its theory.bounds id in the legend), "
+            + ". Thin dotted and dash-dotted lines in a sampler's colour: each theorem's shape (its theory.bounds id "
+            "in the legend), "
             "scaled by the constant it needs at the largest T. Grey lines: reference slopes.")
     if "capped" in marks:
         text += (" Hollow squares: T at which Li et al.'s schedule caps beta at 0.5 (the formula exceeds it for "
