@@ -54,8 +54,9 @@ FRONTIER = ("ddim", "ode-accel", "ddpm", "ddpm-posterior", "ddpm-accel", "expint
             "expint:4", "ode-rmp", "ode-rmp-is", "ddpm-rmp", "lijiao-rmp", "picard", "picard:2,8", "ode-renoise")
 SEED_SAMPLERS = ("ode", "ddim", "ode-accel", "ddpm", "ddpm-accel")
 
-# No time below is measured yet: each is to be filled in from `python -m figures NAME` in a fresh clone, with the
-# machine (e.g. "idle 2-core CPU"), never estimated.
+# A time is the wall time of `python -m figures NAME` in a fresh clone (Python start-up and imports included), with
+# the machine it ran on; the others are to be filled in the same way, never estimated.
+LOADED = "fresh clone; shared CPU (nproc 1, machine of 2 cores) at load average 7-9, not idle; 2026-12-08"
 FIGURES: dict[str, Figure] = {
     "rates": Figure("studies.rates", ("--sampler", *SEED_SAMPLERS), {"rates.png": "rates.png"}),
     "rates-gaussian-init": Figure("studies.rates", ("--sampler", *SEED_SAMPLERS, "--init", "gaussian"),
@@ -71,9 +72,9 @@ FIGURES: dict[str, Figure] = {
                                                   "48", "96", "--target", "subspace-product:2", "--d", "16",
                                                   "--no-grid-table", "--no-amed"),
                                   {"nfe.png": "frontier-subspace16.png"}),
-    "score-error": Figure("studies.score_error", (), {"score_error.png": "score_error.png"}),
+    "score-error": Figure("studies.score_error", (), {"score_error.png": "score_error.png"}, 77, LOADED),
     "nfe": Figure("studies.nfe", (), {"nfe.png": "nfe.png", "nfe_grids.png": "nfe_grids.png"}),
-    "geometry": Figure("studies.geometry", (), {"geometry.png": "geometry.png"}),
+    "geometry": Figure("studies.geometry", (), {"geometry.png": "geometry.png"}, 48, LOADED),
     "images": Figure("studies.images", (), {"digits/images.png": "images.png",
                                             "digits/grids/reference.png": "images-reference.png",
                                             "digits/grids/deis_nfe5.png": "images-deis-nfe5.png",

@@ -212,6 +212,27 @@ def legend_below(fig, axes, extra: tuple[list, list[str]] = ([], []), ncol: int 
     return fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol)
 
 
+def log_ticks_125(axis) -> None:
+    """Label a log axis (after its data are drawn) at a few round values -- 1, 2 and 5 times powers of ten, finer
+    where the axis spans less than that gives three of -- written plainly (0.02, 0.5), with unlabelled minor ticks.
+    Matplotlib's default labels every minor tick of an axis spanning about one decade, and they overlap at paper
+    sizes."""
+    import matplotlib.ticker as ticker
+
+    lo, hi = sorted(axis.get_view_interval())
+    if not (lo > 0 and hi > lo):
+        return
+    powers = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    ticks: list[float] = []
+    for subs in ((1, 2, 5), (1, 2, 3, 5, 7), (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [m * 10.0**k for k in powers for m in subs if lo <= m * 10.0**k <= hi]
+        if len(ticks) >= 3:
+            break
+    axis.set_major_locator(ticker.FixedLocator(ticks))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
 def caption(text: str) -> str:
     """The 'caption:' paragraph a study prints under its table: the text wrapped at 110 columns."""
     return textwrap.fill("caption: " + " ".join(text.split()), width=110)

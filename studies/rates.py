@@ -319,7 +319,7 @@ def plot(frame: pd.DataFrame, path: Path, window: int | None = None) -> tuple[li
     """Exact errors against T (one panel per metric) and the first metric against the largest step size h; per
     sampler its points, its fitted order over the fit window, and each theorem's shape scaled by the constant it
     needs at the largest T. Returns the files written and the caption."""
-    from studies.plotting import (DOUBLE, draw_fit, legend_below, mark_handles, mark_points, paper_style,
+    from studies.plotting import (DOUBLE, draw_fit, legend_below, log_ticks_125, mark_handles, mark_points, paper_style,
                                   save_figure, subplots, theorem_label)
 
     metrics = list(dict.fromkeys(frame["metric"]))
@@ -393,6 +393,7 @@ def plot(frame: pd.DataFrame, path: Path, window: int | None = None) -> tuple[li
                 ax.plot(hs, mid_v * (hs / mid_h) ** p, color="0.5", lw=0.6, ls=style, label=f"slope $h^{{{p:g}}}$")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        log_ticks_125(ax.xaxis)
         ax.set_xlabel(r"largest step $h = \max\,(1 - \alpha_t)$")
         ax.set_ylabel(f"exact {METRIC_LABELS.get(metric, metric)}")
         ax.grid(True, which="both")

@@ -178,8 +178,8 @@ def plot(frame: pd.DataFrame, path: Path) -> tuple[list[Path], str]:
     """TV against the score error's size, one panel per sweep; per sampler its points, its exact-score level and
     the fitted exponent of the excess error (floors) over the points it was fitted on. Returns the files written and
     the caption."""
-    from studies.plotting import (DOUBLE, FIT_LINE, drawable, fit_label, legend_below, mark_handles, mark_points,
-                                  paper_style, save_figure, subplots)
+    from studies.plotting import (DOUBLE, FIT_LINE, drawable, fit_label, legend_below, log_ticks_125, mark_handles,
+                                  mark_points, paper_style, save_figure, subplots)
 
     marks: list[str] = []
     with paper_style():
@@ -221,6 +221,7 @@ def plot(frame: pd.DataFrame, path: Path) -> tuple[list[Path], str]:
                                 label=fit_label(fit, symbol, f"{sampler} excess fit"))
             ax.set_xscale("log")
             ax.set_yscale("log")
+            log_ticks_125(ax.xaxis)
             ax.set_xlabel(label)
             ax.set_ylabel(r"$\mathrm{TV}$")
             ax.grid(True, which="both")
