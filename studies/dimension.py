@@ -269,6 +269,28 @@ MARKS = {"capped": r"saturated: $\mathrm{TV} \geq 0.5$ (not fitted)",
          "flagged": "numerical error not small (not fitted)"}
 
 
+POWER_STYLES = [":", "--", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 3))]
+
+
+def theorem_powers(samplers, metric: str) -> dict[float, list[str]]:
+    """The d-power of the error at fixed T that each theorem covering these samplers proves (as _proven: a KL
+    theorem enters the TV panel through Pinsker, d^(a/2)), power -> theorem ids, smallest power first."""
+    powers: dict[float, list[str]] = {}
+    for sampler in samplers:
+        for th in theorems_for(sampler):
+            if th.metric == metric:
+                power = th.d_power
+            elif th.metric == "kl" and metric == "tv":
+                power = th.d_power / 2
+            else:
+                continue
+            if math.isfinite(power):
+                ids = powers.setdefault(float(power), [])
+                if th.id not in ids:
+                    ids.append(th.id)
+    return dict(sorted(powers.items()))
+
+
 def _d_fit(points: pd.DataFrame, metric: str):
     """The d-exponent fit of fit_exponents at one T (error ~ d^a over the usable points), or None where it refuses."""
     pts = _usable(points, metric).sort_values("d")
@@ -289,6 +311,7 @@ def plot(frame: pd.DataFrame, path: Path) -> tuple[list[Path], str]:
     families = [f for f in FAMILIES if f in set(frame["family"])]
     colours = {name: f"C{i % 10}" for i, name in enumerate(sorted(frame["sampler"].unique()))}
     marks: list[str] = []
+    every_power = {p for metric in ("tv", "kl") for p in theorem_powers(sorted(frame["sampler"].unique()), metric)}
     with paper_style():
         fig, axes = subplots(len(families), 2, width=DOUBLE, height=2.0 * len(families))
         for row, family in enumerate(families):
@@ -322,12 +345,13 @@ def plot(frame: pd.DataFrame, path: Path) -> tuple[list[Path], str]:
                         draw_fit(ax, _d_fit(g, metric), decreasing=False, symbol="d", prefix=f"{what} fit",
                                  color=colours[sampler])
                 d = np.array(sorted(sub["d"].unique()), float)
-                if len(d) and metric == "tv":
-                    ref = sub[(sub["metric"] == metric) & (sub["T"] == T_max) & (sub["d"] == d.min())]["value"]
-                    if len(ref):
-                        ax.plot(d, float(ref.median()) * d / d.min(), color="0.4", ls=":", lw=0.8, label="slope $d$")
-                        ax.plot(d, float(ref.median()) * np.sqrt(d / d.min()), color="0.4", ls="--", lw=0.8,
-                                label=r"slope $\sqrt{d}$")
+                ref = at_T[at_T["d"] == d.min()]["value"] if len(d) else []
+                if len(ref):  # each d-power a theorem proves here, through the median error at the smallest d
+                    for power, ids in theorem_powers(sorted(at_T["sampler"].unique()), metric).items():
+                        ax.plot(d, float(np.median(ref)) * (d / d.min()) ** power, color="0.35", lw=0.7,
+                                ls=POWER_STYLES[sorted(every_power).index(power) % len(POWER_STYLES)],
+                                label=f"{metric.upper()} $d^{{{power:g}}}$: "
+                                + ",\n    ".join(", ".join(ids[i : i + 2]) for i in range(0, len(ids), 2)))
                 ax.set_xscale("log", base=2)
                 ax.set_yscale("log")
                 ax.set_xlabel("dimension $d$")
@@ -343,7 +367,9 @@ def plot(frame: pd.DataFrame, path: Path) -> tuple[list[Path], str]:
             + ", ".join(families) + "; left TV, right KL), with the engine's numerical error as error bars. "
             "Broad translucent lines: the least-squares d-exponent (error ~ d^a) over the d it was fitted on, "
             "with its 95% interval in the legend (the exponents table lists them at every T, next to each "
-            "theorem's d-power); no line where too few d are usable. Grey lines: reference slopes d and sqrt(d).")
+            "theorem's d-power); no line where too few d are usable. Grey lines: the d-power each theorem covering "
+            "these samplers proves for this metric (d^a; a KL theorem's d^(a/2) in the TV panels, through Pinsker), "
+            "with the theorems' theory.bounds ids in the legend, drawn through the median error at the smallest d.")
     if "subspace" in families:
         text += (" Subspace family: one line per intrinsic dimension k, darker for larger k; the fit drawn is the "
                  "largest k's.")

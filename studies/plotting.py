@@ -185,7 +185,7 @@ def mark_handles(kinds: Sequence[str], texts: dict[str, str]) -> tuple[list, lis
 def _shown_length(label: str) -> int:
     """About how many characters a label shows (mathtext markup does not print)."""
     plain = re.sub(r"\\[a-zA-Z]+|[${}^_]", "", label)
-    return len(plain)
+    return max(len(line) for line in plain.split("\n"))
 
 
 def legend_below(fig, axes, extra: tuple[list, list[str]] = ([], []), ncol: int | None = None):
@@ -204,10 +204,14 @@ def legend_below(fig, axes, extra: tuple[list, list[str]] = ([], []), ncol: int 
         return None
     size = mpl.rcParams["legend.fontsize"]
     size = size if isinstance(size, (int, float)) else 7.0
-    longest = max(_shown_length(label) for label in seen)
-    column = 0.5 * size * longest + 3.2 * size  # points: the text, the handle and the spacing
-    ncol = ncol or max(1, min(len(seen), int(fig.get_figwidth() * 72 // column)))
-    rows = math.ceil(len(seen) / ncol)
+    widths = [0.58 * size * _shown_length(label) + 4.5 * size for label in seen]  # points: text, handle, spacing
+
+    def fits(columns: int) -> bool:  # the legend fills column by column; a column is as wide as its widest entry
+        per = math.ceil(len(widths) / columns)
+        return sum(max(widths[i : i + per]) for i in range(0, len(widths), per)) <= fig.get_figwidth() * 72
+
+    ncol = ncol or next((c for c in range(min(len(widths), 6), 0, -1) if fits(c)), 1)
+    rows = math.ceil(sum(label.count("\n") + 1 for label in seen) / ncol)
     fig.set_figheight(fig.get_figheight() + rows * size * 1.45 / 72 + 0.1)
     return fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol)
 
