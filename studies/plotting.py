@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import textwrap
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -182,18 +181,10 @@ def mark_handles(kinds: Sequence[str], texts: dict[str, str]) -> tuple[list, lis
     return handles, labels
 
 
-def _shown_length(label: str) -> int:
-    """About how many characters a label shows (mathtext markup does not print)."""
-    plain = re.sub(r"\\[a-zA-Z]+|[${}^_]", "", label)
-    return max(len(line) for line in plain.split("\n"))
-
-
 def legend_below(fig, axes, extra: tuple[list, list[str]] = ([], []), ncol: int | None = None):
     """One legend for the whole figure, under the panels: every labelled artist of `axes` once (by label), then
-    `extra` (handles, labels). As many columns as the longest label lets fit in the figure's width (or `ncol`); the
-    figure grows by the legend's height, so the panels keep theirs."""
-    import matplotlib as mpl
-
+    `extra` (handles, labels). As many columns (at most 6) as fit in the figure's width, measured on the rendered
+    labels (or `ncol`); the figure grows by the legend's height, so the panels keep theirs."""
     seen: dict[str, object] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -202,18 +193,17 @@ def legend_below(fig, axes, extra: tuple[list, list[str]] = ([], []), ncol: int 
         seen.setdefault(label, handle)
     if not seen:
         return None
-    size = mpl.rcParams["legend.fontsize"]
-    size = size if isinstance(size, (int, float)) else 7.0
-    widths = [0.58 * size * _shown_length(label) + 4.5 * size for label in seen]  # points: text, handle, spacing
-
-    def fits(columns: int) -> bool:  # the legend fills column by column; a column is as wide as its widest entry
-        per = math.ceil(len(widths) / columns)
-        return sum(max(widths[i : i + per]) for i in range(0, len(widths), per)) <= fig.get_figwidth() * 72
-
-    ncol = ncol or next((c for c in range(min(len(widths), 6), 0, -1) if fits(c)), 1)
-    rows = math.ceil(sum(label.count("\n") + 1 for label in seen) / ncol)
-    fig.set_figheight(fig.get_figheight() + rows * size * 1.45 / 72 + 0.1)
-    return fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol)
+    renderer = fig.canvas.get_renderer()
+    columns = ncol or min(len(seen), 6)
+    while True:
+        legend = fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=columns)
+        box = legend.get_window_extent(renderer)
+        if ncol or columns == 1 or box.width <= fig.bbox.width * 0.98:
+            break
+        legend.remove()
+        columns -= 1
+    fig.set_figheight(fig.get_figheight() + box.height / fig.dpi + 0.05)
+    return legend
 
 
 def log_ticks_125(axis) -> None:

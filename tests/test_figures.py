@@ -196,3 +196,35 @@ def test_a_figure_goes_to_its_output_folder_and_into_figures_only_with_update_do
     assert _main(["tiny", "--out", str(tmp_path / "results"), "--update-docs"])[0] == 0
     assert sorted(p.name for p in docs.iterdir()) == ["tiny-rates.png"]
     assert (docs / "tiny-rates.png").read_bytes() == (folder / "rates.png").read_bytes()
+
+
+@pytest.mark.parametrize("labels", [["ode", "ddim"], [f"li2023-ode: $T^{{-1}}\\,\\log^4 T$ (sampler {i})" for i in range(9)],
+                                    ["x" * 70, "short", "TV $d^{0.5}$: chen2022-ddpm, benton2023-ddpm,\n    ddpm2025-kl"]])
+def test_the_figure_legend_fits_the_figure_width(labels):
+    import matplotlib.pyplot as plt
+
+    with paper_style():
+        fig, axes = plotting.subplots(1, 2, width=plotting.DOUBLE, height=2.0)
+        for i, label in enumerate(labels):
+            axes[0][i % 2].plot([1, 2], [i, i + 1], label=label)
+        legend = plotting.legend_below(fig, list(axes[0]))
+        fig.canvas.draw()
+        box, page = legend.get_window_extent(), fig.bbox
+        plt.close(fig)
+    assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1, (box, page)
+    assert len(legend.get_texts()) == len(labels)
+
+
+def test_the_dimension_figure_draws_every_covering_theorem_at_its_d_power():
+    from studies.dimension import theorem_powers
+
+    for sampler in ("ode", "ddim", "ddpm", "ode-accel", "ddpm-accel"):
+        for metric in ("tv", "kl"):
+            drawn = {th: power for power, ids in theorem_powers([sampler], metric).items() for th in ids}
+            for theorem in theorems_for(sampler):
+                if theorem.metric == metric:
+                    assert drawn[theorem.id] == theorem.d_power
+                elif theorem.metric == "kl" and metric == "tv":  # through Pinsker: TV <= sqrt(KL / 2)
+                    assert drawn[theorem.id] == theorem.d_power / 2
+                else:
+                    assert theorem.id not in drawn
