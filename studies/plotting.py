@@ -99,6 +99,9 @@ def save_figure(fig, path: Path | str, formats: Sequence[str] = FORMATS) -> list
         metadata = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}.get(kind, {})
         fig.savefig(target, format=kind, metadata=metadata)
         written.append(target)
+        if fig.get_layout_engine() is not None:
+            # the layout is settled by the first file; the others reuse it (it costs as much as a drawing)
+            fig.set_layout_engine("none")
     plt.close(fig)
     return written
 
