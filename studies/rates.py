@@ -60,6 +60,7 @@ from studies.common import (
     sampler_list,
     study_parser,
 )
+from studies.tables import export_tables
 from theory.bounds import check_bound, theorems_for
 from theory.catalog import get_target
 from theory.rates import RateError, fit_order, local_slopes
@@ -80,7 +81,7 @@ def build_parser() -> StudyParser:
     add_flags(parser, sampler=["ode-accel"], target="mix1d", d=None, schedule="li2023", T=DEFAULT_T,
               metric=["tv", "kl"], seed=0, draws=1, device="cpu", threads=1, out=Path("results/rates"), no_plot=False,
               scheduler="auto", workers=None,
-              batch=None, fresh=False)
+              batch=None, table=None, fresh=False)
     parser.add_argument("--init", default="exact", choices=["exact", "gaussian"],
                         help="start from q_T exactly or from N(0, I)")
     parser.add_argument("--method", default="auto", choices=["auto", *METHODS],
@@ -361,70 +362,128 @@ def print_table(frame: pd.DataFrame, out=None) -> None:
         print("(! : numerical error not well below the value; left out of the fits)", file=out)
 
 
-def plot(frame: pd.DataFrame, path: Path) -> None:
-    import matplotlib
+# p: the sampler's output law, q: the true law at the grid's last level (shared/spec/metrics.md)
+METRIC_LABELS = {"tv": r"$\mathrm{TV}$", "kl": r"$\mathrm{KL}(p\,\|\,q)$", "kl_reverse": r"$\mathrm{KL}(q\,\|\,p)$",
+                 "w2": r"$W_2$", "kl_path": r"path $\mathrm{KL}$", "kl_path_sampler": r"path $\mathrm{KL}$ (sampler)"}
+THEOREM_STYLES = [":", (0, (1, 1)), (0, (4, 1, 1, 1)), (0, (1, 2, 1, 2, 4, 2))]  # one per theorem of a sampler
+MARKS = {"capped": r"$\beta$ capped at 0.5 (small $T$)", "flagged": "numerical error not small (not fitted)"}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-    import numpy as np
+
+def _is_flagged(rows: pd.DataFrame) -> np.ndarray:
+    return rows["flagged"].astype(str).str.lower().eq("true").to_numpy()
+
+
+def _fit(x, values, decreasing: bool, window: int | None):
+    """The fit the verdict reports (theory.rates.fit_order on the trustworthy points), or None where it refuses."""
+    try:
+        return fit_order(x, values, decreasing=decreasing, window=window)
+    except RateError:
+        return None
+
+
+def plot(frame: pd.DataFrame, path: Path, window: int | None = None) -> tuple[list[Path], str]:
+    """Exact errors against T (one panel per metric) and the first metric against the largest step size h; per
+    sampler its points, its fitted order over the fit window, and each theorem's shape scaled by the constant it
+    needs at the largest T. Returns the files written and the caption."""
+    from studies.plotting import (DOUBLE, draw_fit, legend_below, log_ticks_125, mark_handles, mark_points, paper_style,
+                                  save_figure, subplots, theorem_label)
 
     metrics = list(dict.fromkeys(frame["metric"]))
-    fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(5.0 * (len(metrics) + 1), 4.2), squeeze=False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, metric in zip(axes[0], metrics):
-        sub = frame[frame["metric"] == metric]
-        all_T = np.array(sorted(set(sub["T"])), float)
-        for i, (name, rows) in enumerate(sub.groupby("sampler", sort=False)):
-            rows = rows.sort_values("T")
-            colour = colours[i % len(colours)]
-            ax.errorbar(rows["T"], rows["value"], yerr=rows["numerical_error"], marker="o", ms=3.5, lw=1.3,
-                        color=colour, label=name, capsize=2)
-            d = int(rows["d"].iloc[0])
-            for theorem in theorems_for(name, metric):
+    marks: list[str] = []
+    fitted = abstained = 0
+    with paper_style():
+        panels = len(metrics) + 1
+        fig, axes = subplots(1, panels, width=DOUBLE, height=2.1)
+        axes = list(axes[0])
+        colours = [f"C{i}" for i in range(10)]
+        names = list(dict.fromkeys(frame["sampler"]))
+        for ax, metric in zip(axes, metrics):
+            sub = frame[frame["metric"] == metric]
+            all_T = np.array(sorted(set(sub["T"])), float)
+            for name, rows in sub.groupby("sampler", sort=False):
+                rows = rows.sort_values("T")
+                colour = colours[names.index(name) % len(colours)]
+                ax.errorbar(rows["T"], rows["value"], yerr=rows["numerical_error"], fmt="none", color=colour)
+                ax.plot(rows["T"], rows["value"], marker="o", color=colour, label=name)
+                flagged = _is_flagged(rows)
+                capped = rows["capped"].to_numpy(float) > 0
+                if mark_points(ax, rows["T"], rows["value"], capped, "capped", colour):
+                    marks.append("capped")
+                if mark_points(ax, rows["T"], rows["value"], flagged, "flagged", colour):
+                    marks.append("flagged")
+                usable = rows[~flagged & (rows["value"] > 0).to_numpy()]
+                fit = _fit(usable["T"].to_numpy(float), usable["value"].to_numpy(float), True, window) \
+                    if len(usable) >= 2 else None
+                if draw_fit(ax, fit, decreasing=True, symbol="T", prefix=f"{name} {metric.upper()} fit",
+                            color=colour):
+                    fitted += 1
+                else:
+                    abstained += 1
+                d = int(rows["d"].iloc[0])
                 Ts, vals = rows["T"].to_numpy(float), rows["value"].to_numpy(float)
                 if (vals <= 0).any():
                     continue
-                c = check_bound(theorem, Ts, d, vals).last
-                ax.plot(all_T, [c * theorem.shape(T, d) for T in all_T], ls=":", lw=1, color=colour, alpha=0.8)
-        # reference slopes through the middle of the data
-        pos = sub["value"][sub["value"] > 0]
-        if len(pos) and len(all_T) > 1:
-            mid_T, mid_v = math.sqrt(all_T[0] * all_T[-1]), math.exp(np.log(pos).mean())
-            for p, style in ((0.5, (0, (1, 4))), (1.0, "--"), (2.0, "-.")):
-                ax.plot(all_T, mid_v * (all_T / mid_T) ** (-p), color="grey", lw=0.8, ls=style, alpha=0.6,
-                        label=f"T^-{p:g}")
-        ax.set_xscale("log", base=2)
+                for j, theorem in enumerate(theorems_for(name, metric)):
+                    c = check_bound(theorem, Ts, d, vals).last
+                    ax.plot(all_T, [c * theorem.shape(T, d) for T in all_T], ls=THEOREM_STYLES[j % 4], lw=0.8,
+                            color=colour, label=theorem_label(theorem, name))
+            pos = sub["value"][sub["value"] > 0]
+            if len(pos) and len(all_T) > 1:  # reference slopes through the middle of the data
+                mid_T, mid_v = math.sqrt(all_T[0] * all_T[-1]), math.exp(np.log(pos).mean())
+                for p, style, text in ((0.5, (0, (1, 4)), "1/2"), (1.0, "--", "1"), (2.0, "-.", "2")):
+                    ax.plot(all_T, mid_v * (all_T / mid_T) ** (-p), color="0.5", lw=0.6, ls=style,
+                            label=f"slope $T^{{-{text}}}$")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel(r"$T$ (grid levels)")
+            ax.set_ylabel(f"exact {METRIC_LABELS.get(metric, metric)}")
+            ax.grid(True, which="both")
+        # The same errors against the largest step size h = max_t (1 - alpha_t): log factors of the grid drop out.
+        ax, metric = axes[-1], metrics[0]
+        sub = frame[frame["metric"] == metric]
+        for name, rows in sub.groupby("sampler", sort=False):
+            rows = rows.sort_values("max_step")
+            colour = colours[names.index(name) % len(colours)]
+            ax.plot(rows["max_step"], rows["value"], marker="o", color=colour)
+            flagged = _is_flagged(rows)
+            mark_points(ax, rows["max_step"], rows["value"], rows["capped"].to_numpy(float) > 0, "capped", colour)
+            mark_points(ax, rows["max_step"], rows["value"], flagged, "flagged", colour)
+            usable = rows[~flagged & (rows["value"] > 0).to_numpy()]
+            fit = _fit(usable["max_step"].to_numpy(float), usable["value"].to_numpy(float), False, window) \
+                if len(usable) >= 2 else None
+            draw_fit(ax, fit, decreasing=False, symbol="h", prefix=f"{name} {metric.upper()} fit", color=colour)
+        hs, pos = np.array(sorted(set(sub["max_step"])), float), sub["value"][sub["value"] > 0]
+        if len(pos) and len(hs) > 1:
+            mid_h, mid_v = math.sqrt(hs[0] * hs[-1]), math.exp(np.log(pos).mean())
+            for p, style in ((1.0, "--"), (2.0, "-.")):
+                ax.plot(hs, mid_v * (hs / mid_h) ** p, color="0.5", lw=0.6, ls=style, label=f"slope $h^{{{p:g}}}$")
+        ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("T (grid levels)")
-        ax.set_ylabel(f"exact {metric.upper()}")
-        ax.grid(True, which="both", alpha=0.25)
-        ax.legend(fontsize=7, ncol=2)
-    # The same errors against the largest step size max_t (1 - alpha_t): log factors of the grid drop out here.
-    ax, metric = axes[0][-1], metrics[0]
-    sub = frame[frame["metric"] == metric]
-    for i, (name, rows) in enumerate(sub.groupby("sampler", sort=False)):
-        rows = rows.sort_values("max_step")
-        ax.plot(rows["max_step"], rows["value"], marker="o", ms=3.5, lw=1.3, color=colours[i % len(colours)],
-                label=name)
-    hs, pos = np.array(sorted(set(sub["max_step"])), float), sub["value"][sub["value"] > 0]
-    if len(pos) and len(hs) > 1:
-        mid_h, mid_v = math.sqrt(hs[0] * hs[-1]), math.exp(np.log(pos).mean())
-        for p, style in ((1.0, "--"), (2.0, "-.")):
-            ax.plot(hs, mid_v * (hs / mid_h) ** p, color="grey", lw=0.8, ls=style, alpha=0.6, label=f"h^{p:g}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("largest step size h = max(1 - alpha_t)")
-    ax.set_ylabel(f"exact {metric.upper()}")
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, ncol=2)
+        log_ticks_125(ax.xaxis)
+        ax.set_xlabel(r"largest step $h = \max\,(1 - \alpha_t)$")
+        ax.set_ylabel(f"exact {METRIC_LABELS.get(metric, metric)}")
+        ax.grid(True, which="both")
+        legend_below(fig, axes, extra=mark_handles(marks, MARKS))
+        written = save_figure(fig, path)
     first = frame.iloc[0]
-    fig.suptitle(f"{first['target']} (d={first['d']}), {first['schedule']} grid, init {first['init']}; "
-                 "dotted: theorem shapes with the constant they need at the largest T", fontsize=8.5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=140)
-    plt.close(fig)
+    text = (f"Exact error of {', '.join(names)} on {first['target']} (d = {first['d']}), {first['schedule']} grid, "
+            f"init {first['init']}, against the number of grid levels $T$ (one panel per metric: "
+            f"{', '.join(m.upper() for m in metrics)}) and, in the last panel, {metrics[0].upper()} against the "
+            "largest step size h. Points with error bars: measured values and the engine's numerical error. "
+            "Broad translucent lines: the least-squares order over its fit window only (the largest T, or the "
+            "smallest h), with its 95% interval and window in the legend"
+            + (f"; {abstained} sampler-metric fits abstain (too few points for an interval) and show points only"
+               if abstained else "")
+            + ". Thin dotted and dash-dotted lines in a sampler's colour: each theorem's shape (its theory.bounds id "
+            "in the legend), "
+            "scaled by the constant it needs at the largest T. Grey lines: reference slopes.")
+    if "capped" in marks:
+        text += (" Hollow squares: T at which Li et al.'s schedule caps beta at 0.5 (the formula exceeds it for "
+                 "small T): every step there has h = 0.5, which makes the hook at h = 0.5 in the last panel; these "
+                 "points lie outside the regime the theorems describe.")
+    if "flagged" in marks:
+        text += " Crosses: the numerical error is not well below the value; these points are left out of the fits."
+    return written, text
 
 
 def measured(frame: pd.DataFrame) -> pd.DataFrame:
@@ -458,12 +517,32 @@ def report(frame: pd.DataFrame, summary: tuple[pd.DataFrame, list[str]], args: a
     print()
     for line in verdicts:
         print(line)
-    return [args.out / "orders.csv"] + ([args.out / "draws.csv"] if not spread.empty else [])
+    return [args.out / "orders.csv", *([args.out / "draws.csv"] if not spread.empty else []),
+            *export_tables({"rates": value_table(measured(frame)), "orders": orders}, args)]
+
+
+def value_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The measured values for a paper: one row per (sampler, T) with NFE, capped steps and, per metric, the value
+    and the engine's numerical error."""
+    metrics = list(dict.fromkeys(frame["metric"]))
+    rows = []
+    for (name, T), group in frame.groupby(["sampler", "T"], sort=False):
+        first = group.iloc[0]
+        row = {"sampler": name, "T": int(T), "NFE": int(first["nfe"]), "capped": int(first["capped"])}
+        for metric in metrics:
+            at = group[group["metric"] == metric]
+            row[metric.upper()] = float(at["value"].iloc[0]) if len(at) else None
+            row[f"{metric.upper()} error"] = float(at["numerical_error"].iloc[0]) if len(at) else None
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def figures(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
-    plot(measured(frame), args.out / "rates.png")
-    return [args.out / "rates.png"]
+    from studies.plotting import caption
+
+    written, text = plot(measured(frame), args.out / "rates.png", args.window)
+    print(caption(text))
+    return written
 
 
 STUDY = Study("rates", build_parser, "rates.csv", COLUMNS, KEY, jobs, work, summarise, report, figures)

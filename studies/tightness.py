@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from exact import DivergenceError, measure
+from exact import DivergenceError, choose_method, measure
 from samplers import get_sampler
 from studies.common import (
     Skip,
@@ -59,6 +59,7 @@ from studies.common import (
     sampler_list,
     study_parser,
 )
+from studies.tables import export_tables
 from theory.bounds import THEOREMS, theorems_for
 from theory.catalog import get_target
 from theory.product import product_of
@@ -119,7 +120,8 @@ def samplers_with_theorems() -> list[str]:
 def build_parser():
     parser = study_parser("tightness", __doc__)
     add_flags(parser, sampler=DEFAULT_SAMPLERS, d=1, schedule="li2023", T=DEFAULT_T, seed=0, device="cpu",
-              threads=1, out=Path("results/tightness"), no_plot=False, scheduler="auto", workers=None, fresh=False)
+              threads=1, out=Path("results/tightness"), no_plot=False, table=None, scheduler="auto", workers=None,
+              fresh=False)
     parser.add_argument("--budget", type=integer(1), default=32,
                         help="exact evaluations per search (Sobol starts plus Nelder-Mead)")
     parser.add_argument("--starts", type=integer(1), default=16, help="Sobol starts (at most the budget)")
@@ -329,7 +331,7 @@ def report(frame: pd.DataFrame, constants: pd.DataFrame, args) -> list[Path]:
         path.write_text(json.dumps(spec))
         written.append(path)
     print_table(constants)
-    return written
+    return written + export_tables({"constants": constants}, args)
 
 
 def print_table(constants: pd.DataFrame, out=None) -> None:
@@ -345,34 +347,61 @@ def print_table(constants: pd.DataFrame, out=None) -> None:
 
 
 def figures(frame: pd.DataFrame, args) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """The worst constant each theorem needs against T (solid), the rescaled mix1d's (dotted), and the fitted slope
+    of log(worst constant) in log T that classify() reads (a broad translucent line over every T, where it has an
+    interval). Prints the caption."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from studies.plotting import (DOUBLE, FIT_LINE, caption, drawable, legend_below, paper_style, save_figure,
+                                  subplots, theorem_label)
 
     constants = pd.read_csv(args.out / "constants.csv")  # written by report, which runs first
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    colours = plt.get_cmap("tab20").colors  # more theorems than the default cycle has colours
-    markers = "osD^v<>Ph*X"
-    for i, ((theorem, name), rows) in enumerate(constants.groupby(["theorem", "sampler"], sort=False)):
-        rows = rows.sort_values("T")
-        colour = colours[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
-        ax.plot(rows["T"], rows["worst_constant"], marker=markers[i % len(markers)], color=colour,
-                label=f"{theorem} ({name})")
-        ax.plot(rows["T"], rows["mix1d_constant"], ls=":", color=colour, alpha=0.8)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("T (grid levels)")
-    ax.set_ylabel("constant the bound needs (measured / shape)")
-    ax.set_title("worst constant over 1-D mixtures with E x^2 = 1 (solid) and on mix1d rescaled to it (dotted)",
-                 fontsize=9)
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=6.5, ncol=1, loc="best")
-    fig.tight_layout()
-    path = args.out / "tightness.png"
-    fig.savefig(path, dpi=140)
-    plt.close(fig)
-    return [path]
+    by_id = {theorem.id: theorem for theorem in THEOREMS}
+    fitted = 0
+    with paper_style():
+        fig, axes = subplots(1, 1, width=DOUBLE, height=2.6)
+        ax = axes[0][0]
+        colours = plt.get_cmap("tab20").colors  # more theorems than the default cycle has colours
+        markers = "osD^v<>Ph*X"
+        for i, ((theorem, name), rows) in enumerate(constants.groupby(["theorem", "sampler"], sort=False)):
+            rows = rows.sort_values("T")
+            colour = colours[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
+            Ts, worst = rows["T"].to_numpy(float), rows["worst_constant"].to_numpy(float)
+            fit = None
+            if len(Ts) >= 3:
+                try:
+                    fit = fit_order(Ts, worst, decreasing=False, window=len(Ts))
+                except RateError:
+                    fit = None
+            label = theorem_label(by_id[theorem], name) if theorem in by_id else f"{theorem} ({name})"
+            if drawable(fit):
+                grid = np.geomspace(Ts.min(), Ts.max(), 32)
+                ax.plot(grid, np.exp(fit.intercept) * grid**fit.order, color=colour, **FIT_LINE)
+                label += f"; slope {fit.order:.2f} [{fit.low:.2f}, {fit.high:.2f}]"
+                fitted += 1
+            ax.plot(Ts, worst, marker=markers[i % len(markers)], color=colour, label=label)
+            ax.plot(Ts, rows["mix1d_constant"], ls=":", color=colour)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(r"$T$ (grid levels)")
+        ax.set_ylabel(r"needed constant (error / shape)")
+        ax.grid(True, which="both")
+        extra = ([Line2D([], [], color="0.4", ls=":")], ["mix1d rescaled to $E x^2 = 1$"])
+        legend_below(fig, [ax], extra=extra)
+        path = args.out / "tightness.png"
+        written = save_figure(fig, path)
+    text = ("The largest constant each theorem needs (measured error / the theorem's shape) over 1-D Gaussian "
+            f"mixtures with E x^2 = 1 and component variances at least {args.min_var:g}"
+            + (f" (d = {args.d} independent copies)" if args.d > 1 else "")
+            + ", found by a seeded search at each T (solid, one marker per theorem: its theory.bounds id, the "
+            "sampler and the shape in the legend), and on mix1d rescaled into the class (dotted, same colour). "
+            "The search gives a lower bound on the worst constant. Broad translucent lines: the least-squares "
+            "power of the worst constant in T over every T, whose slope and 95% interval, in the legend, decide "
+            "the trend (rising, steady, falling, or undecided)"
+            + ("; with fewer than three T no slope is fitted and none is drawn" if fitted == 0 else "") + ".")
+    print(caption(text))
+    return written
 
 
 STUDY = Study("tightness", build_parser, "tightness.csv", COLUMNS, KEY, jobs, work, summarise, report, figures)
