@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from theory.rates import trend
+from theory.rates import Verdict, trend_verdict
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,12 @@ def theorems_for(sampler: str, metric: str | None = None) -> list[Theorem]:
 class BoundCheck:
     theorem: Theorem
     constants: tuple[float, ...]  # e / shape at each T
-    trend: str  # steady / falling / rising
+    verdict: Verdict  # the constants' trend over the asymptotic window (theory.rates.trend_verdict)
+
+    @property
+    def trend(self) -> str:
+        """steady / falling / rising, or undecided / too few (theory.rates)."""
+        return self.verdict.decision
 
     @property
     def last(self) -> float:
@@ -179,7 +184,9 @@ class BoundCheck:
 
 def check_bound(theorem: Theorem, Ts: Sequence[float], d: int, values: Sequence[float],
                 window: int | None = None) -> BoundCheck:
-    """The constant the theorem would need at each T, and how it moves as T grows (over the asymptotic window)."""
+    """The constant the theorem would need at each T, and how it moves as T grows (over the asymptotic window; the
+    verdict abstains where the window cannot decide)."""
+    if len(Ts) != len(values):
+        raise ValueError(f"{len(Ts)} values of T against {len(values)} measured values")
     constants = tuple(theorem.needed_constant(T, d, v) for T, v in zip(Ts, values))
-    moving = trend(np.asarray(Ts, float), np.asarray(constants), window) if len(Ts) >= 2 else "n/a"
-    return BoundCheck(theorem, constants, moving)
+    return BoundCheck(theorem, constants, trend_verdict(np.asarray(Ts, float), np.asarray(constants), window))
