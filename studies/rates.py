@@ -271,7 +271,7 @@ def _theorem_verdict(theorem: Theorem, Ts, d: int, values, in_T: Verdict, window
 
 def _order_row(base: dict, against: str, verdict: Verdict, **extra) -> dict:
     """An orders.csv row: the fit's order and interval only where it has one (no number from too few points)."""
-    fit = verdict.fit if verdict.decision != TOO_FEW else None
+    fit = verdict.fit  # a fit from too few points has no interval, so no order either
     shown = fit is not None and fit.has_interval
     return {**base, "against": against, "order": fit.order if shown else "", "ci_low": fit.low if shown else "",
             "ci_high": fit.high if shown else "", "points": verdict.points,

@@ -120,8 +120,9 @@ def test_fit_is_invariant_under_scaling_and_divides_under_powers(errors, scale, 
     assert rising.low == pytest.approx(-base.high, abs=1e-9) and rising.high == pytest.approx(-base.low, abs=1e-9)
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(2, 12), st.data())
+@pytest.mark.parametrize("n", range(2, 13))
+@settings(max_examples=8, deadline=None)
+@given(st.data())
 def test_default_window_is_the_asymptotic_half_and_ignores_the_rest(n, data):
     """The default window is the largest max(MIN_POINTS, ceil(n / 2)) T (the smallest h when decreasing=False):
     changing the errors outside it changes nothing, and the window's abscissae are exactly those."""
@@ -198,6 +199,17 @@ def test_the_minimum_is_inclusive_and_counts_distinct_abscissae():
     assert capped.decision == TOO_FEW and f"{MIN_POINTS - 1} distinct h" in capped.reason
     assert trend_verdict(POWERS_OF_TWO, POWERS_OF_TWO**0.5, window=MIN_POINTS - 1).decision == TOO_FEW
     assert trend_verdict(POWERS_OF_TWO, POWERS_OF_TWO**0.5, window=MIN_POINTS).decision == "rising"
+    same_h = order_verdict([0.5] * 3, [1.0, 0.9, 0.8], decreasing=False, expected=1.0, subject="h")
+    assert same_h.decision == TOO_FEW and same_h.fit is None
+    assert order_verdict(T[:2], [0.1, 0.0]).decision == TOO_FEW  # refused values among too few points
+    assert order_verdict(T, [0.1, 0.0, 0.05]).decision == UNDECIDED  # refused values among enough points
+
+
+def test_one_power_of_log_T_is_not_steady_on_the_default_sweep():
+    """The margin's reason (module docstring): a constant that grows like log T over the default window T = 128 ...
+    1024 (local slope 1 / log T, 0.14 to 0.21) is rising, not steady; a constant one is steady."""
+    assert trend_verdict(POWERS_OF_TWO, np.log(POWERS_OF_TWO)).decision == "rising"
+    assert trend_verdict(POWERS_OF_TWO, np.full(8, 3.0)).decision == "steady"
 
 
 # ---------------------------------------------------------------------------- decision words
@@ -322,6 +334,7 @@ def test_check_bound_reads_the_constants_trend(theorem, drift, d):
     assert check.trend == {-0.5: "falling", 0.0: "steady", 0.5: "rising"}[drift]
     assert check.verdict.points == 4
     assert check_bound(theorem, Ts[:2], d, values[:2]).trend == TOO_FEW
+    assert check_bound(theorem, Ts, d, values, window=len(Ts)).verdict.points == len(Ts)
 
 
 # ---------------------------------------------------------------------------- studies.tightness
@@ -390,6 +403,8 @@ def test_rates_verdict_reads_orders_agreement_and_trends_from_one_object():
         assert row["decision"] == constant == row["constant_trend"]
         assert f"(declared 1: {agreement})" in lines[0] and "4 points, T = 128 ... 1024" in lines[0]
         assert f"li2024-sharp-ode proves 1, needed constant {0.2 * 1024 ** (1 - p):.3g} ({constant})" in lines[0]
+    (v,) = metric_verdicts(_frame("ddim", 0.2 / POWERS_OF_TWO, POWERS_OF_TWO), 8)  # --window reaches every fit
+    assert v.in_T.points == v.in_step.points == 8 and all(t.check.verdict.points == 8 for t in v.theorems)
 
 
 def test_rates_verdict_divides_log_factors_and_measures_the_polylog():
@@ -407,6 +422,9 @@ def test_rates_verdict_divides_log_factors_and_measures_the_polylog():
     (v,) = metric_verdicts(_frame("ode-accel", values, POWERS_OF_TWO), None)
     t = next(t for t in v.theorems if t.theorem.id == "li2023-accel-ode")
     assert t.check.trend == "rising" and "the data need log^2.5 T" in t.note
+    (v,) = metric_verdicts(_frame("ode-accel", [0.1 * accel.shape(T, 1) for T in POWERS_OF_TWO], POWERS_OF_TWO), None)
+    t = next(t for t in v.theorems if t.theorem.id == "li2023-accel-ode")
+    assert t.check.trend == "steady" and t.note == ""  # the polylog note only where the constant rises
 
 
 def test_rates_short_sweep_abstains_with_no_order_presented():
@@ -437,3 +455,76 @@ def test_rates_flagged_rows_are_left_out_of_the_fit():
     (with_flag,) = metric_verdicts(_frame("ddim", values, POWERS_OF_TWO, flagged=flagged), None)
     (without,) = metric_verdicts(_frame("ddim", values[:7], POWERS_OF_TWO[:7]), None)
     assert with_flag.in_T.fit == without.in_T.fit and with_flag.Ts == tuple(POWERS_OF_TWO[:7])
+
+
+def test_rates_holds_kl_path_against_the_kl_upper_bounds_only():
+    """kl_path rows are read against the theorems that bound KL, lower bounds left out (a lower bound on the output
+    KL says nothing about the path KL's shape)."""
+    from studies.rates import metric_verdicts
+    from theory.bounds import theorems_for
+
+    (v,) = metric_verdicts(_frame("ddpm", 0.3 / POWERS_OF_TWO, POWERS_OF_TWO, metric="kl_path"), None)
+    expected = [t.id for t in theorems_for("ddpm", "kl") if t.bound != "lower"]
+    assert [t.theorem.id for t in v.theorems] == expected and "benton2023-ddpm" in expected
+
+
+def test_rates_kl_expects_twice_the_declared_order_and_ignores_zero_values():
+    """A KL row is held against twice the sampler's declared (TV) order; rows with a zero value are left out of the
+    fit, as flagged ones are."""
+    from studies.rates import metric_verdicts
+
+    steps = 1.0 / POWERS_OF_TWO
+    (v,) = metric_verdicts(_frame("ddim", 0.2 * steps**2, POWERS_OF_TWO, metric="kl"), None)
+    assert v.declared == 2.0 and v.in_step.decision == "agrees"
+    values = 0.2 * steps**2
+    values[-1] = 0.0
+    (z,) = metric_verdicts(_frame("ddim", values, POWERS_OF_TWO, metric="kl"), None)
+    assert z.Ts == tuple(POWERS_OF_TWO[:-1]) and z.in_T.fit.order == pytest.approx(2.0, abs=1e-9)
+
+
+# ---------------------------------------------------------------------------- studies.score_error
+def _score_frame(exponent: float, sizes, baseline: float = 0.01, error: float = 1e-9) -> pd.DataFrame:
+    rows = [{"target": "t", "d": 1, "sampler": "ddim", "stochastic": False, "metric": "tv", "field": "none",
+             "eps_score": 0.0, "eps_jacobi": 0.0, "value": baseline, "numerical_error": error}]
+    for size in sizes:
+        for field, column in (("smooth", "eps_score"), ("high-frequency", "eps_jacobi")):
+            rows.append({"target": "t", "d": 1, "sampler": "ddim", "stochastic": False, "metric": "tv",
+                         "field": field, "eps_score": size if column == "eps_score" else 0.001,
+                         "eps_jacobi": size if column == "eps_jacobi" else 0.001,
+                         "value": baseline + 0.5 * size**exponent, "numerical_error": error})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("exponent,word", [(1.0, "agrees"), (2.0, "above"), (0.5, "below")])
+def test_score_error_exponent_of_the_excess_and_its_decision(exponent, word):
+    """Excess error 0.5 size^a over the exact-score baseline: the fitted exponent is a, its decision against 1 follows
+    a, and each row counts its points."""
+    from studies.score_error import floors
+
+    table = floors(_score_frame(exponent, [0.01, 0.03, 0.1]))
+    assert len(table) == 2 and set(table["decision"]) == {word} and set(table["points"]) == {3}
+    assert table["exponent"].to_numpy() == pytest.approx([exponent, exponent], abs=1e-9)
+
+
+def test_score_error_with_an_excess_below_the_noise_has_too_few_points():
+    """Sizes whose excess is not clear of three numerical errors do not count: two usable sizes are too few, and no
+    exponent is given."""
+    from studies.score_error import floors
+
+    frame = _score_frame(1.0, [1e-9, 0.03, 0.1], error=1e-8)
+    table = floors(frame)
+    assert set(table["points"]) == {2} and set(table["decision"]) == {TOO_FEW} and table["exponent"].isna().all()
+
+
+def test_score_error_exponent_is_fitted_over_every_usable_size():
+    """With five usable sizes the exponent is the least-squares slope over all five (not an asymptotic window)."""
+    from studies.score_error import floors
+
+    sizes = [0.001, 0.003, 0.01, 0.03, 0.1]
+    frame = _score_frame(1.0, sizes)
+    bend = frame["field"].ne("none") & (frame[["eps_score", "eps_jacobi"]].max(axis=1) > 0.02)
+    frame.loc[bend, "value"] = 0.01 + 0.5 * frame.loc[bend, ["eps_score", "eps_jacobi"]].max(axis=1) ** 2 * 10
+    table = floors(frame)
+    excess = frame[frame["field"] == "smooth"].sort_values("eps_score")
+    slope = np.polyfit(np.log(excess["eps_score"]), np.log(excess["value"] - 0.01), 1)[0]
+    assert set(table["points"]) == {5} and table["exponent"].to_numpy() == pytest.approx([slope, slope], abs=1e-9)
