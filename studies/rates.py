@@ -10,6 +10,13 @@ covers the sampler and the constant that theorem would need on these data), and 
 measurement, appended as it finishes: an interrupted run resumes where it stopped), DIR/orders.csv and
 DIR/rates.png.
 
+The verdicts are theory.rates.Verdict objects (metric_verdicts), which the line, orders.csv and the figure all read:
+each says how many points its fit used and over which window; the step-size order is read against the declared
+order ('agrees', 'above', 'below'), each theorem's needed constant as 'steady', 'falling' or 'rising', each word
+only where the 95% interval excludes the others ('undecided' otherwise); with fewer than theory.rates.MIN_POINTS
+trustworthy T the verdict says "too few T to decide", with no order and no trend word. orders.csv: one row per fit,
+with its points, window (window_low, window_high), intercept (log C of the fitted line) and decision.
+
 Path metrics: `--metric kl_path` (KL of the forward process's path law against the sampler's chain on the grid's
 levels, the quantity Girsanov-type proofs bound; an upper bound on the output's kl_reverse) and `kl_path_sampler`
 (the other direction, an upper bound on the output's kl) come from the path-KL engine (exact.path_kl: closed form

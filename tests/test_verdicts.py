@@ -528,3 +528,42 @@ def test_score_error_exponent_is_fitted_over_every_usable_size():
     excess = frame[frame["field"] == "smooth"].sort_values("eps_score")
     slope = np.polyfit(np.log(excess["eps_score"]), np.log(excess["value"] - 0.01), 1)[0]
     assert set(table["points"]) == {5} and table["exponent"].to_numpy() == pytest.approx([slope, slope], abs=1e-9)
+
+
+def test_margins_are_inclusive_for_the_middle_word():
+    """An interval that touches a margin from inside is within it (steady, agrees); one that clears it is not."""
+    from theory.rates import OrderFit, _side
+
+    def fit(low, high):
+        return OrderFit((low + high) / 2, low, high, 0.0, (1.0, 2.0, 4.0), 3)
+
+    m = TREND_MARGIN
+    assert _side(fit(m, m), 0.0, m, TRENDS) == "steady" and _side(fit(-m, -m), 0.0, m, TRENDS) == "steady"
+    assert _side(fit(-m, m), 0.0, m, TRENDS) == "steady"
+    assert _side(fit(np.nextafter(m, 1), 1.0), 0.0, m, TRENDS) == "rising"
+    assert _side(fit(-1.0, np.nextafter(-m, -1)), 0.0, m, TRENDS) == "falling"
+    assert _side(fit(-m, np.nextafter(m, 1)), 0.0, m, TRENDS) == UNDECIDED
+    assert _side(fit(2 - ORDER_MARGIN, 2 + ORDER_MARGIN), 2.0, ORDER_MARGIN, AGREEMENT) == "agrees"
+
+
+# ---------------------------------------------------------------------------- studies.dimension
+def _dimension_frame(ds, Ts, a: float = 1.0, p: float = 2.0) -> pd.DataFrame:
+    return pd.DataFrame([{"family": "gaussian", "sampler": "ddim", "metric": "kl", "T": T, "d": d, "k": "",
+                          "value": 0.01 * d**a * (T / 16) ** -p, "flagged": False} for T in Ts for d in ds])
+
+
+def test_dimension_exponents_of_the_error_and_of_T_star():
+    """KL = 0.01 d^a (T / 16)^-p: the error's d-exponent is a at every T and the T needed for a fixed KL grows
+    like d^(a / p), each with its points; fewer than MIN_POINTS values of d give no exponent."""
+    from studies.dimension import fit_exponents
+
+    table = fit_exponents(_dimension_frame([1, 2, 4, 8], [16, 32, 64, 128], a=1.0, p=2.0), 0.05, 0.005)
+    at_T = table[table["kind"] == "error_at_T"]
+    assert len(at_T) == 4 and at_T["exponent"].to_numpy() == pytest.approx([1.0] * 4, abs=1e-9)
+    assert set(at_T["points"]) == {4}
+    star = table[table["kind"] == "T_star"].iloc[0]
+    assert star["exponent"] == pytest.approx(0.5, abs=1e-9) and star["points"] == 4
+    few = fit_exponents(_dimension_frame([1, 2], [16, 32, 64, 128]), 0.05, 0.005)
+    assert few.empty
+    three = fit_exponents(_dimension_frame([1, 2, 4], [16, 32, 64, 128]), 0.05, 0.005)
+    assert set(three["points"]) == {MIN_POINTS}
