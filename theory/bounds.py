@@ -3,7 +3,8 @@
 Each bound is a shape in (T, d) up to a universal constant. Given a measured error e(T, d), the constant the bound
 would need on these data is e / shape(T, d): bounded means the bound holds in shape, steady means it is tight,
 falling to zero means it is loose (in T), rising means the data contradict the shape (or the theorem's
-assumptions are not met). A lower bound (`bound="lower"`) reads the other way: its constant must stay bounded away
+assumptions are not met); check_bound says each word only where the 95% interval of the constant's slope in log T
+settles it (theory.rates.trend_verdict), 'undecided' or 'too few' otherwise. A lower bound (`bound="lower"`) reads the other way: its constant must stay bounded away
 from zero, and falling contradicts it. Entries marked `recalled` (log or d powers not verified against the paper's
 text) say so; entries checked only against the paper's abstract say so in `source`.
 Score-error terms are left out: the studies here use exact scores unless a study injects an error.
