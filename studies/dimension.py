@@ -41,7 +41,7 @@ from studies.common import (Skip, Study, StudyParser, add_flags, code_digest, in
 from studies.tables import export_tables
 from theory.bounds import theorems_for
 from theory.catalog import get_target
-from theory.rates import RateError, fit_order
+from theory.rates import MIN_POINTS, RateError, fit_order
 from theory.schedules import make_grid
 
 # family -> (target, exact method, samplers it covers by default)
@@ -225,7 +225,7 @@ def fit_subspace_exponents(frame: pd.DataFrame) -> list[dict]:
         for (across, held, kind) in (("d", "k", "error_in_d_at_T_k"), ("k", "d", "error_in_k_at_T_d")):
             for (T, fixed), pts in group.groupby(["T", held]):
                 pts = _usable(pts, metric).sort_values(across)
-                if pts[across].nunique() < 3:
+                if pts[across].nunique() < MIN_POINTS:  # no interval below it
                     continue
                 try:
                     fit = fit_order(pts[across].astype(float), pts["value"], decreasing=False, window=len(pts))
@@ -246,7 +246,7 @@ def fit_exponents(frame: pd.DataFrame, tv_level: float, kl_level: float) -> pd.D
         # (1) error ~ d^a at each fixed T
         for T, at_T in group.groupby("T"):
             pts = _usable(at_T, metric).sort_values("d")
-            if pts["d"].nunique() < 3:
+            if pts["d"].nunique() < MIN_POINTS:  # no interval below it
                 continue
             try:
                 fit = fit_order(pts["d"], pts["value"], decreasing=False, window=len(pts))
@@ -274,7 +274,7 @@ def fit_exponents(frame: pd.DataFrame, tv_level: float, kl_level: float) -> pd.D
             if pts["T"].min() / 4 <= t_star <= pts["T"].max() * 4:
                 d_star.append(d)
                 T_star.append(t_star)
-        if len(d_star) >= 3:
+        if len(set(d_star)) >= MIN_POINTS:
             fit = fit_order(d_star, T_star, decreasing=False, window=len(d_star))
             rows.append({"family": family, "sampler": sampler, "metric": metric, "kind": "T_star",
                          "T_or_level": level, "exponent": fit.order, "ci_low": fit.low, "ci_high": fit.high,

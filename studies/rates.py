@@ -10,6 +10,13 @@ covers the sampler and the constant that theorem would need on these data), and 
 measurement, appended as it finishes: an interrupted run resumes where it stopped), DIR/orders.csv and
 DIR/rates.png.
 
+The verdicts are theory.rates.Verdict objects (metric_verdicts), which the line, orders.csv and the figure all read:
+each says how many points its fit used and over which window; the step-size order is read against the declared
+order ('agrees', 'above', 'below'), each theorem's needed constant as 'steady', 'falling' or 'rising', each word
+only where the 95% interval excludes the others ('undecided' otherwise); with fewer than theory.rates.MIN_POINTS
+trustworthy T the verdict says "too few T to decide", with no order and no trend word. orders.csv: one row per fit,
+with its points, window (window_low, window_high), intercept (log C of the fitted line) and decision.
+
 Path metrics: `--metric kl_path` (KL of the forward process's path law against the sampler's chain on the grid's
 levels, the quantity Girsanov-type proofs bound; an upper bound on the output's kl_reverse) and `kl_path_sampler`
 (the other direction, an upper bound on the output's kl) come from the path-KL engine (exact.path_kl: closed form
@@ -61,15 +68,15 @@ from studies.common import (
     study_parser,
 )
 from studies.tables import export_tables
-from theory.bounds import check_bound, theorems_for
+from theory.bounds import BoundCheck, Theorem, check_bound, theorems_for
 from theory.catalog import get_target
-from theory.rates import RateError, fit_order, local_slopes
+from theory.rates import TOO_FEW, RateError, Verdict, fit_order, local_slopes, order_verdict
 
 COLUMNS = ["sampler", "schedule", "target", "d", "T", "nfe", "metric", "value", "numerical_error", "method", "init",
            "init_error", "max_step", "capped", "seed", "flagged"]
 KEY = ["sampler", "schedule", "target", "d", "T", "init", "seed", "metric"]
-ORDER_COLUMNS = ["sampler", "metric", "against", "order", "ci_low", "ci_high", "points", "proven_order", "theorem",
-                 "needed_constant_last", "constant_trend"]
+ORDER_COLUMNS = ["sampler", "metric", "against", "order", "ci_low", "ci_high", "points", "window_low", "window_high",
+                 "intercept", "decision", "proven_order", "theorem", "needed_constant_last", "constant_trend"]
 DEFAULT_T = powers_of_two(8, 1024)
 KNOWN_METRICS = ("tv", "kl", "kl_reverse", "w2", "kl_path", "kl_path_sampler")
 PATH_METRICS = ("kl_path", "kl_path_sampler")  # from the path-KL engine, not the output engines
@@ -268,68 +275,122 @@ def _measure_job(job: Job, target, sampler, grid, result: dict) -> None:
                               samples=PATH_SAMPLES, compare=False))
 
 
-def fit_orders(frame: pd.DataFrame, window: int | None) -> tuple[pd.DataFrame, list[str]]:
-    """Orders per sampler and metric (against T, against step size, log factors divided out) and verdict lines."""
-    order_rows, verdicts = [], []
+@dataclass(frozen=True)
+class TheoremVerdict:
+    """A theorem held against one sampler's metric: the constant it needs and its trend (check.verdict), the
+    order after dividing the theorem's log factor (against: 'T' or 'T/log^k'), and any polylog note."""
+
+    theorem: Theorem
+    check: BoundCheck
+    order: Verdict
+    against: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class MetricVerdict:
+    """Everything the verdict line, orders.csv and the figure say about one sampler's metric."""
+
+    sampler: str
+    metric: str
+    d: int
+    Ts: tuple[float, ...]  # the trustworthy T (unflagged, positive value)
+    in_T: Verdict
+    in_step: Verdict  # against the largest step size, compared with the declared order
+    declared: float
+    theorems: tuple[TheoremVerdict, ...] = ()
+
+
+def metric_verdicts(frame: pd.DataFrame, window: int | None) -> list[MetricVerdict]:
+    """The verdicts of every sampler and metric of a measured frame (rows with a value)."""
+    out = []
     for sampler_name, group in frame.groupby("sampler", sort=False):
         d = int(group["d"].iloc[0])
-        declared = get_sampler(sampler_name).info.order
-        parts = []
+        declared_tv = get_sampler(sampler_name).info.order
         for metric, rows in group.groupby("metric", sort=False):
             rows = rows.sort_values("T")
             usable = rows[(~rows["flagged"].astype(str).str.lower().eq("true")) & (rows["value"] > 0)]
-            if len(usable) < 2:
-                parts.append(f"{metric.upper()}: too few trustworthy points")
-                continue
             Ts, values = usable["T"].to_numpy(float), usable["value"].to_numpy(float)
-            try:
-                in_T = fit_order(Ts, values, window=window)
-            except RateError as err:
-                parts.append(f"{metric.upper()}: {err}")
-                continue
-            base = {"sampler": sampler_name, "metric": metric, "points": in_T.points}
-            order_rows.append({**base, "against": "T", "order": in_T.order, "ci_low": in_T.low, "ci_high": in_T.high,
-                               "proven_order": "", "theorem": ""})
             # The declared order is TV's; KLs behave like TV^2 for smooth discrepancies, so they expect twice that.
-            expected = declared if metric in ("tv", "w2") else 2 * declared
-            try:
-                in_h = fit_order(usable["max_step"].to_numpy(float), values, decreasing=False, window=window)
-                order_rows.append({**base, "against": "max_step", "order": in_h.order, "ci_low": in_h.low,
-                                   "ci_high": in_h.high, "proven_order": expected, "theorem": "declared"})
-                in_step = f"{in_h} in step size"
-            except RateError as err:
-                in_step = f"no order in step size ({err})"
-            text = f"{metric.upper()} order {in_T} in T, {in_step} (declared {expected:g})"
-            claims = []
-            for theorem in theorems_for(sampler_name, "kl" if metric == "kl_path" else metric):
-                if metric == "kl_path" and theorem.bound == "lower":
-                    continue  # a lower bound on the output KL says nothing about the path KL's shape
-                check = check_bound(theorem, Ts, d, values, window=window)
-                logs = theorem.log_power
-                stripped, against, shown = in_T, "T", ""
-                if math.isfinite(logs) and logs > 0:
-                    stripped = fit_order(Ts, values / np.log(Ts) ** logs, window=window)
-                    against, shown = f"T/log^{logs:g}", f" ({stripped} after dividing log^{logs:g} T)"
-                elif math.isnan(logs) and check.trend == "rising" and len(Ts) >= 3:
-                    # "polylog": how many powers of log T the shape would need for a steady constant.
-                    needed = fit_order(np.log(Ts), check.constants, decreasing=False, window=window,
-                                       asymptotic="large")
-                    shown = f" (polylog: the data need log^{needed.order:.1f} T)"
-                order_rows.append({**base, "against": against, "order": stripped.order, "ci_low": stripped.low,
-                                   "ci_high": stripped.high, "proven_order": theorem.order, "theorem": theorem.id,
-                                   "needed_constant_last": check.last, "constant_trend": check.trend})
-                if theorem.bound == "lower":
-                    claims.append(f"{theorem.id} proves no sampler of its kind beats order {theorem.order:g} (a lower "
-                                  f"bound){shown}, its constant {check.last:.3g} ({check.trend}; falling would "
-                                  "contradict it)")
-                else:
-                    claims.append(f"{theorem.id} proves {theorem.order:g}{shown}, needed constant {check.last:.3g} "
-                                  f"({check.trend})")
-            if claims:
-                text += "; " + "; ".join(claims)
-            parts.append(text)
-        verdicts.append(f"verdict {sampler_name}: " + " | ".join(parts))
-    return pd.DataFrame(order_rows, columns=ORDER_COLUMNS), verdicts
+            declared = declared_tv if metric in ("tv", "w2") else 2 * declared_tv
+            in_T = order_verdict(Ts, values, window=window)
+            in_step = order_verdict(usable["max_step"].to_numpy(float), values, decreasing=False, window=window,
+                                    expected=declared, subject="h")
+            theorems = []
+            if in_T.decision != TOO_FEW:
+                for theorem in theorems_for(sampler_name, "kl" if metric == "kl_path" else metric):
+                    if metric == "kl_path" and theorem.bound == "lower":
+                        continue  # a lower bound on the output KL says nothing about the path KL's shape
+                    theorems.append(_theorem_verdict(theorem, Ts, d, values, in_T, window))
+            out.append(MetricVerdict(sampler_name, metric, d, tuple(Ts), in_T, in_step, declared, tuple(theorems)))
+    return out
+
+
+def _theorem_verdict(theorem: Theorem, Ts, d: int, values, in_T: Verdict, window) -> TheoremVerdict:
+    check = check_bound(theorem, Ts, d, values, window=window)
+    logs = theorem.log_power
+    if math.isfinite(logs) and logs > 0:
+        stripped = order_verdict(Ts, values / np.log(Ts) ** logs, window=window)
+        return TheoremVerdict(theorem, check, stripped, f"T/log^{logs:g}",
+                              f" ({stripped.fit} after dividing log^{logs:g} T)")
+    note = ""
+    if math.isnan(logs) and check.trend == "rising":
+        # "polylog": how many powers of log T the shape would need for a steady constant (a rising trend is a
+        # decided one, so the window holds enough points for this fit too).
+        needed = fit_order(np.log(Ts), check.constants, decreasing=False, window=window, asymptotic="large")
+        note = f" (polylog: the data need log^{needed.order:.1f} T)"
+    return TheoremVerdict(theorem, check, in_T, "T", note)
+
+
+def _order_row(base: dict, against: str, verdict: Verdict, **extra) -> dict:
+    """An orders.csv row: the fit's order and interval only where it has one (no number from too few points)."""
+    fit = verdict.fit  # a fit from too few points has no interval, so no order either
+    shown = fit is not None and fit.has_interval
+    return {**base, "against": against, "order": fit.order if shown else "", "ci_low": fit.low if shown else "",
+            "ci_high": fit.high if shown else "", "points": verdict.points,
+            "window_low": verdict.window[0] if verdict.window else "",
+            "window_high": verdict.window[-1] if verdict.window else "",
+            "intercept": fit.intercept if shown else "", "decision": verdict.decision, **extra}
+
+
+def fit_orders(frame: pd.DataFrame, window: int | None) -> tuple[pd.DataFrame, list[str]]:
+    """Orders per sampler and metric (against T, against step size, log factors divided out) and verdict lines,
+    both read from metric_verdicts."""
+    order_rows, lines, parts = [], [], {}
+    for v in metric_verdicts(frame, window):
+        base = {"sampler": v.sampler, "metric": v.metric}
+        order_rows.append(_order_row(base, "T", v.in_T, proven_order="", theorem=""))
+        if v.in_T.decision == TOO_FEW or v.in_T.fit is None:
+            parts.setdefault(v.sampler, []).append(f"{v.metric.upper()}: {v.in_T}")
+            continue
+        order_rows.append(_order_row(base, "max_step", v.in_step, proven_order=v.declared, theorem="declared"))
+        if v.in_step.decision == TOO_FEW:
+            in_step = f"in step size {v.in_step}"
+        elif v.in_step.fit is None:
+            in_step = f"no order in step size ({v.in_step.reason})"
+        else:
+            in_step = f"{v.in_step.fit} in step size (declared {v.declared:g}: {v.in_step.word})"
+        text = f"{v.metric.upper()} order {v.in_T.fit} in T ({v.in_T.span}), {in_step}"
+        claims = []
+        for t in v.theorems:
+            check = t.check
+            # a theorem's row is decided by its constant's trend
+            order_rows.append(_order_row(base, t.against, t.order, proven_order=t.theorem.order, theorem=t.theorem.id,
+                                         needed_constant_last=check.last, constant_trend=check.trend,
+                                         decision=check.trend))
+            if t.theorem.bound == "lower":
+                claims.append(f"{t.theorem.id} proves no sampler of its kind beats order {t.theorem.order:g} (a "
+                              f"lower bound){t.note}, its constant {check.last:.3g} ({check.verdict.word}; falling "
+                              "would contradict it)")
+            else:
+                claims.append(f"{t.theorem.id} proves {t.theorem.order:g}{t.note}, needed constant {check.last:.3g} "
+                              f"({check.verdict.word})")
+        if claims:
+            text += "; " + "; ".join(claims)
+        parts.setdefault(v.sampler, []).append(text)
+    for sampler_name, texts in parts.items():
+        lines.append(f"verdict {sampler_name}: " + " | ".join(texts))
+    return pd.DataFrame(order_rows, columns=ORDER_COLUMNS), lines
 
 
 def print_table(frame: pd.DataFrame, out=None) -> None:

@@ -40,7 +40,7 @@ from studies.common import (Skip, Study, StudyParser, add_flags, code_digest, re
                             sampler_list, study_parser, with_intervals)
 from studies.tables import export_tables
 from theory.catalog import get_target
-from theory.rates import RateError, fit_order
+from theory.rates import TOO_FEW, RateError, fit_order, order_verdict
 from theory.schedules import make_grid
 
 COLUMNS = ["target", "d", "sampler", "stochastic", "schedule", "T", "field", "amplitude", "omega", "eps_score",
@@ -48,7 +48,7 @@ COLUMNS = ["target", "d", "sampler", "stochastic", "schedule", "T", "field", "am
 KEY = ["target", "d", "sampler", "schedule", "T", "field", "amplitude", "omega", "seed", "metric"]
 METRICS = ("tv", "kl")
 FLOOR_COLUMNS = ["target", "d", "sampler", "stochastic", "metric", "sweep", "against", "exponent", "ci_low",
-                 "ci_high", "points", "baseline", "largest_excess"]
+                 "ci_high", "points", "decision", "baseline", "largest_excess"]
 
 
 def build_parser() -> StudyParser:
@@ -168,7 +168,9 @@ def work(job: Job) -> list[dict] | Skip:
 
 def floors(frame: pd.DataFrame) -> pd.DataFrame:
     """Exponent of the excess error (value - exact-score value) against eps_score (smooth sweep) and against
-    eps_Jacobi (high-frequency sweep)."""
+    eps_Jacobi (high-frequency sweep), over the points whose excess is clear of the numerical error (at least
+    theory.rates.MIN_POINTS of them, else no exponent). decision: the exponent against 1, the power of the size in
+    the theorems' score-error terms ('agrees', 'above', 'below', 'undecided'; 'too few' points to decide)."""
     rows = []
     for (target, d, sampler, metric), g in frame.groupby(["target", "d", "sampler", "metric"]):
         base = g[g["field"] == "none"]
@@ -183,14 +185,14 @@ def floors(frame: pd.DataFrame) -> pd.DataFrame:
             ok = excess > 3 * noise
             row = {"target": target, "d": d, "sampler": sampler, "stochastic": bool(g["stochastic"].iloc[0]),
                    "metric": metric, "sweep": sweep, "against": against, "exponent": float("nan"),
-                   "ci_low": float("nan"), "ci_high": float("nan"), "points": int(ok.sum()), "baseline": baseline,
-                   "largest_excess": float(excess.max()) if len(excess) else float("nan")}
-            if ok.sum() >= 2:
-                try:
-                    fit = fit_order(s[against][ok], excess[ok], decreasing=False, window=int(ok.sum()))
-                    row.update(exponent=fit.order, ci_low=fit.low, ci_high=fit.high)
-                except RateError:
-                    pass
+                   "ci_low": float("nan"), "ci_high": float("nan"), "points": int(ok.sum()), "decision": TOO_FEW,
+                   "baseline": baseline, "largest_excess": float(excess.max()) if len(excess) else float("nan")}
+            if ok.sum() >= 1:
+                verdict = order_verdict(s[against][ok].to_numpy(float), excess[ok].to_numpy(float),
+                                        decreasing=False, window=int(ok.sum()), expected=1.0, subject=against)
+                row["decision"] = verdict.decision
+                if verdict.decision != TOO_FEW and verdict.fit is not None:
+                    row.update(exponent=verdict.fit.order, ci_low=verdict.fit.low, ci_high=verdict.fit.high)
             rows.append(row)
     return pd.DataFrame(rows, columns=FLOOR_COLUMNS)
 

@@ -26,7 +26,8 @@ For each theorem the table gives the worst constant found at each T, the constan
 (E x^2 = 1; it is also the first start of every search with K = 3) for comparison, and the
 slope of log(worst constant) in log T with its 95% interval: 'falling' (the interval below -0.1) means the bound is
 loose in T even at the worst target found, 'steady' (within +-0.1) tight, 'rising' (above 0.1) that the bound's shape
-is contradicted on its own class, and anything else is reported as undecided (the search
+is contradicted on its own class, and an interval that straddles +-0.1 is reported as undecided; with fewer than 3 T
+(theory.rates.MIN_POINTS) there is no interval and the verdict says too few T to decide (the search
 gives a lower bound on the worst constant, so a rising lower bound is evidence against the theorem's shape, or
 against this class meeting its assumptions). Writes DIR/tightness.csv (one row per search and T at which its
 winner is measured: source_T = T is the search's own), DIR/worst-<sampler>-<metric>-T<T>.json (target files that
@@ -63,7 +64,7 @@ from studies.tables import export_tables
 from theory.bounds import THEOREMS, theorems_for
 from theory.catalog import get_target
 from theory.product import product_of
-from theory.rates import RateError, fit_order
+from theory.rates import TOO_FEW, UNDECIDED, RateError, Verdict, fit_order, trend_verdict
 from theory.schedules import make_grid
 from theory.targets import GaussianMixture
 
@@ -74,7 +75,7 @@ KEY = ["sampler", "metric", "schedule", "source_T", "T", "d", "K", "min_var", "b
 COLUMNS = KEY + ["value", "numerical_error", "method", "evaluations", "refused", "weights", "means", "variances",
                  "seconds"]
 CONSTANT_COLUMNS = ["theorem", "sampler", "metric", "T", "shape", "worst_value", "worst_constant",
-                    "mix1d_constant", "slope", "trend", "verdict"]
+                    "mix1d_constant", "slope", "points", "trend", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -270,24 +271,31 @@ def jobs(args, device) -> list[Job]:
             for name in names for metric in dict.fromkeys(t.metric for t in theorems_for(name)) for T in Ts]
 
 
-def classify(Ts, constants) -> tuple[str, str]:
+def classify(Ts, constants) -> Verdict:
     """The worst constant's trend in T: the least-squares slope of log constant against log T with its 95% interval
-    (theory.rates.fit_order over every T). 'rising' or 'falling' when the interval clears +-0.1, 'steady' when it
-    lies within +-0.1, otherwise undecided (too few T, or too noisy), said so rather than called steady."""
-    if len(Ts) < 3:
-        return "undecided: a trend needs 3 or more T", ""
-    try:
-        fit = fit_order(Ts, constants, decreasing=False, window=len(Ts))
-    except RateError as err:
-        return f"undecided: {err}", ""
-    slope = f"{fit.order:.2f} [{fit.low:.2f}, {fit.high:.2f}]"
-    if fit.low > 0.1:
-        return "rising", slope
-    if fit.high < -0.1:
-        return "falling", slope
-    if -0.1 <= fit.low and fit.high <= 0.1:
-        return "steady", slope
-    return f"undecided: slope {slope} in log T", slope
+    over every T (theory.rates.trend_verdict): 'rising' or 'falling' when the interval clears +-TREND_MARGIN,
+    'steady' when it lies within it, otherwise undecided; too few T (below theory.rates.MIN_POINTS) to decide is
+    said so, never called steady."""
+    return trend_verdict(np.asarray(Ts, float), np.asarray(constants, float), window=len(Ts))
+
+
+VERDICTS = {"rising": "the worst constant grows with T: the shape is contradicted on its class",
+            "steady": "tight in shape at the worst target found",
+            "falling": "loose in T even at the worst target found"}
+
+
+def verdict_text(verdict: Verdict, bound: str = "upper") -> str:
+    """What the table says of a theorem's trend: a sentence for a decided trend, the abstention and its reason
+    otherwise (a lower bound is listed but not judged)."""
+    if verdict.decision in VERDICTS:
+        text = VERDICTS[verdict.decision]
+    elif verdict.decision == UNDECIDED and verdict.fit is not None:
+        text = f"undecided: slope {verdict.fit} in log T"
+    else:
+        text = str(verdict)
+    if bound == "lower":
+        text = "a lower bound: a worst-case search does not test it (" + text + ")"
+    return text
 
 
 def summarise(frame: pd.DataFrame, args) -> pd.DataFrame:
@@ -307,16 +315,14 @@ def summarise(frame: pd.DataFrame, args) -> pd.DataFrame:
                 options = {"seed": args.seed} if args.d > 1 else {}
                 ref = measure(compare, get_sampler(name), make_grid(args.schedule, int(T)), **options)[theorem.metric]
                 per_T.append((T, shape, worst, worst / shape, ref.value / shape))
-            moving, slope = classify([p[0] for p in per_T], [p[3] for p in per_T])
-            verdict = {"rising": "the worst constant grows with T: the shape is contradicted on its class",
-                       "steady": "tight in shape at the worst target found",
-                       "falling": "loose in T even at the worst target found"}.get(moving, moving)
-            if getattr(theorem, "bound", "upper") == "lower":
-                verdict = "a lower bound: a worst-case search does not test it (" + verdict + ")"
+            moving = classify([p[0] for p in per_T], [p[3] for p in per_T])
+            slope = str(moving.fit) if moving.decision != TOO_FEW and moving.fit is not None else ""
+            verdict = verdict_text(moving, getattr(theorem, "bound", "upper"))
             for T, shape, worst, constant, ref_constant in per_T:
                 rows.append({"theorem": theorem.id, "sampler": name, "metric": theorem.metric, "T": int(T),
                              "shape": shape, "worst_value": worst, "worst_constant": constant,
-                             "mix1d_constant": ref_constant, "slope": slope, "trend": moving, "verdict": verdict})
+                             "mix1d_constant": ref_constant, "slope": slope, "points": moving.points,
+                             "trend": moving.decision, "verdict": verdict})
     return pd.DataFrame(rows, columns=CONSTANT_COLUMNS)
 
 
@@ -342,8 +348,10 @@ def print_table(constants: pd.DataFrame, out=None) -> None:
     for (theorem, name), rows in constants.groupby(["theorem", "sampler"], sort=False):
         cells = ", ".join(f"T={r.T}: {r.worst_constant:.3g} (rescaled mix1d {r.mix1d_constant:.3g})"
                           for r in rows.itertuples())
+        slope = rows["slope"].iloc[0]
+        slope = slope if isinstance(slope, str) and slope else "n/a"
         print(f"{theorem} on {name} ({rows['metric'].iloc[0].upper()}): worst constant {cells}; slope in log T "
-              f"{rows['slope'].iloc[0] or 'n/a'}; {rows['verdict'].iloc[0]}", file=out)
+              f"{slope} ({rows['points'].iloc[0]} T); {rows['verdict'].iloc[0]}", file=out)
 
 
 def figures(frame: pd.DataFrame, args) -> list[Path]:

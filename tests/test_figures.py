@@ -119,14 +119,16 @@ def _rates_figure(tmp_path, monkeypatch, Ts):
 
 
 def test_rates_figure_has_theorem_ids_the_fit_and_the_capped_mark_in_legend_and_caption(tmp_path, monkeypatch):
-    legend, printed = _rates_figure(tmp_path, monkeypatch, (4, 8, 16, 32))
+    # T = 8 and 16 are capped (h = 0.5 for both), so the step-size window of the 3 smallest h needs T = 64 to hold
+    # 3 distinct h (with 2 it abstains, theory.rates.MIN_POINTS, and draws no line)
+    legend, printed = _rates_figure(tmp_path, monkeypatch, (8, 16, 32, 64))
     for kind in ("png", "pdf", "svg"):
         assert (tmp_path / f"rates.{kind}").is_file()
     for theorem in theorems_for("ddim", "tv"):
         assert any(text.startswith(theorem.id + ":") for text in legend), (theorem.id, legend)
     fits = sorted(text for text in legend if text.startswith("ddim TV fit: "))
     # against T the window is the last 3 of 4 T; against h the 3 smallest steps
-    assert len(fits) == 2 and fits[0].endswith("$T$ = 8..32") and "$h$ = " in fits[1], legend
+    assert len(fits) == 2 and fits[0].endswith("$T$ = 16..64") and "$h$ = " in fits[1], legend
     # li2023 caps beta at small T: the mark is in the legend and the caption says what it means
     assert any("capped" in text for text in legend), legend
     caption = printed[printed.index("caption:"):]

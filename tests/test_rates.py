@@ -131,7 +131,7 @@ def test_monte_carlo_methods_follow_the_seed(tmp_path):
 def test_path_kl_rows_bound_the_output_kl_and_follow_the_seed(tmp_path, capsys):
     """--metric kl_path kl_path_sampler: closed-form rows on a Gaussian target (method path-kl-gaussian), Monte
     Carlo rows with their standard error on mix1d; kl_path_sampler >= kl (data processing, KL(P || Q) direction);
-    the verdict holds kl_path against the KL theorems; the same seed gives the same Monte Carlo numbers."""
+    the verdict abstains on two T; the same seed gives the same Monte Carlo numbers."""
     from studies import rates
 
     frames = {}
@@ -141,7 +141,8 @@ def test_path_kl_rows_bound_the_output_kl_and_follow_the_seed(tmp_path, capsys):
                     "kl_path", "kl_path_sampler", "--out", str(out), "--no-plot", "--scheduler", "none"])
         frames[label] = pd.read_csv(out / "rates.csv")
     stdout = capsys.readouterr().out
-    assert "KL_PATH order" in stdout and "benton2023-ddpm proves" in stdout
+    # two T are too few for an order (the verdict's reading of kl_path against the KL theorems is in test_verdicts)
+    assert "KL_PATH: too few T to decide" in stdout and "proves" not in stdout
     for label, method in (("g", "path-kl-gaussian"), ("m", "path-kl-mc")):
         frame = frames[label]
         wide = frame.pivot(index="T", columns="metric", values="value")

@@ -3,7 +3,8 @@
 Each bound is a shape in (T, d) up to a universal constant. Given a measured error e(T, d), the constant the bound
 would need on these data is e / shape(T, d): bounded means the bound holds in shape, steady means it is tight,
 falling to zero means it is loose (in T), rising means the data contradict the shape (or the theorem's
-assumptions are not met). A lower bound (`bound="lower"`) reads the other way: its constant must stay bounded away
+assumptions are not met); check_bound says each word only where the 95% interval of the constant's slope in log T
+settles it (theory.rates.trend_verdict), 'undecided' or 'too few' otherwise. A lower bound (`bound="lower"`) reads the other way: its constant must stay bounded away
 from zero, and falling contradicts it. Entries marked `recalled` (log or d powers not verified against the paper's
 text) say so; entries checked only against the paper's abstract say so in `source`.
 Score-error terms are left out: the studies here use exact scores unless a study injects an error.
@@ -17,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from theory.rates import trend
+from theory.rates import Verdict, trend_verdict
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,12 @@ def theorems_for(sampler: str, metric: str | None = None) -> list[Theorem]:
 class BoundCheck:
     theorem: Theorem
     constants: tuple[float, ...]  # e / shape at each T
-    trend: str  # steady / falling / rising
+    verdict: Verdict  # the constants' trend over the asymptotic window (theory.rates.trend_verdict)
+
+    @property
+    def trend(self) -> str:
+        """steady / falling / rising, or undecided / too few (theory.rates)."""
+        return self.verdict.decision
 
     @property
     def last(self) -> float:
@@ -185,7 +191,9 @@ class BoundCheck:
 
 def check_bound(theorem: Theorem, Ts: Sequence[float], d: int, values: Sequence[float],
                 window: int | None = None) -> BoundCheck:
-    """The constant the theorem would need at each T, and how it moves as T grows (over the asymptotic window)."""
+    """The constant the theorem would need at each T, and how it moves as T grows (over the asymptotic window; the
+    verdict abstains where the window cannot decide)."""
+    if len(Ts) != len(values):
+        raise ValueError(f"{len(Ts)} values of T against {len(values)} measured values")
     constants = tuple(theorem.needed_constant(T, d, v) for T, v in zip(Ts, values))
-    moving = trend(np.asarray(Ts, float), np.asarray(constants), window) if len(Ts) >= 2 else "n/a"
-    return BoundCheck(theorem, constants, moving)
+    return BoundCheck(theorem, constants, trend_verdict(np.asarray(Ts, float), np.asarray(constants), window))
