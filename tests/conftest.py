@@ -6,6 +6,7 @@ These variables are read when the libraries load, so they are set before torch (
 """
 
 import os
+from pathlib import Path
 
 for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
@@ -38,3 +39,19 @@ LONGEST_FIRST = [
 def pytest_collection_modifyitems(config, items):
     rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: order within a file kept
+
+
+def pytest_xdist_auto_num_workers(config):
+    """Workers for `-n auto` (pyproject.toml's addopts): with --dist loadfile a file never runs on two workers, so a
+    run of named files gets no more workers than files, and a run of one file none (pytest runs it in this process:
+    each worker would import torch only to wait). A folder, or no argument (testpaths), leaves xdist's own count,
+    one per core, capped by --maxprocesses; PYTEST_XDIST_AUTO_NUM_WORKERS, where set, decides."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    files = set()
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::")[0])
+        if path.is_dir():
+            return None
+        files.add(path.resolve())
+    return min(len(files), os.cpu_count() or 1) if len(files) > 1 else 0
