@@ -1,0 +1,127 @@
+"""Exact engines held against laws computed here in a few lines, independently of the engines' code (added for what
+mutation testing showed unguarded: tests/mutation.py, tests/mutation_survivors.md).
+
+- Path KL of a DDPM chain on 1-D Gaussian data N(mu, s^2): under the forward process X_i ~ N(sqrt(a_i) mu, v_i), and
+  by Gaussian conditioning X_(i+1) | X_i ~ N(M x + c, V) with M = sqrt(a_i / a_(i+1)) v_(i+1) / v_i; the chain's step
+  is N(A x + b, sigma^2) from the DDPM rule. Both path KLs are sums of expected 1-D Gaussian KLs, written out here
+  with scalars. The chain rule also says that the forward path KL with a N(0, 1) start exceeds the one with the
+  exact start by exactly KL(q_T || N(0, 1)).
+- The randomized 1-D engine on the stationary law N(0, 1): the score is -y at every level, so `ode-rmp-is` maps y to
+  y exactly and `ode-rmp` multiplies it by an independent random factor of mean 1 and second moment
+  e^(2h) - 2 e^h (e^h - 1) + h (e^(2h) - 1) / 2 each step: the engine's output density has that product as its
+  variance, and mean zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from exact import measure
+from exact.base import initial_law, trapezoid
+from exact.path_kl import path_kl_gaussian
+from exact.randomized_1d import randomized_density_1d
+from samplers import get_sampler
+from theory.schedules import Grid, make_grid
+from theory.targets import DTYPE, gaussian
+
+MU, S2 = 0.4, 0.3
+
+
+def kl_1d(m1, s1, m2, s2):
+    """KL(N(m1, s1) || N(m2, s2)), variances s1, s2."""
+    return 0.5 * (s1 / s2 - 1 - math.log(s1 / s2) + (m1 - m2) ** 2 / s2)
+
+
+def expected_kl_1d(D, e, S1, S2_, m, C):
+    """E_(x ~ N(m, C)) KL(N(F1 x + g1, S1) || N(F2 x + g2, S2)), D = F1 - F2, e = g1 - g2."""
+    return kl_1d(D * m + e, S1, 0.0, S2_) + 0.5 * D * D * C / S2_
+
+
+def path_kls_by_hand(name: str, grid, init: str) -> tuple[float, float]:
+    a = [float(x) for x in grid.abar]
+    v = [ai * S2 + 1 - ai for ai in a]
+    m = [math.sqrt(ai) * MU for ai in a]
+    m_p, w_p = (m[0], v[0]) if init == "exact" else (0.0, 1.0)
+    forward = 0.0 if init == "exact" else kl_1d(m[0], v[0], 0.0, 1.0)
+    backward = 0.0 if init == "exact" else kl_1d(0.0, 1.0, m[0], v[0])
+    for i in range(grid.steps):
+        alpha = a[i] / a[i + 1]
+        M = math.sqrt(alpha) * v[i + 1] / v[i]
+        V = v[i + 1] - M * M * v[i]
+        c = m[i + 1] - M * m[i]
+        # DDPM mean: (x + (1 - alpha) s(x)) / sqrt(alpha), s(x) = -(x - m_i) / v_i
+        A = (1 - (1 - alpha) / v[i]) / math.sqrt(alpha)
+        b = (1 - alpha) * m[i] / v[i] / math.sqrt(alpha)
+        S = (1 - alpha) / alpha if name == "ddpm" else (1 - alpha) * (1 - a[i + 1]) / (1 - a[i])
+        forward += expected_kl_1d(M - A, c - b, V, S, m[i], v[i])
+        backward += expected_kl_1d(A - M, b - c, S, V, m_p, w_p)
+        m_p, w_p = A * m_p + b, A * A * w_p + S
+    return forward, backward
+
+
+@pytest.mark.parametrize("init", ["exact", "gaussian"])
+@pytest.mark.parametrize("name", ["ddpm", "ddpm-posterior"])
+@pytest.mark.parametrize("schedule, T", [("li2023", 6), ("ddpm-linear", 9)])
+def test_path_kl_closed_form_is_the_sum_of_per_step_gaussian_kls(name, init, schedule, T):
+    grid = make_grid(schedule, T)
+    target = gaussian([MU], [[S2]])
+    forward, backward = path_kl_gaussian(target, get_sampler(name), grid, init)
+    by_hand = path_kls_by_hand(name, grid, init)
+    assert by_hand[0] > 1e-4 and by_hand[1] > 1e-4  # not a trivially exact chain
+    assert abs(forward - by_hand[0]) < 1e-10 * (1 + by_hand[0])
+    assert abs(backward - by_hand[1]) < 1e-10 * (1 + by_hand[1])
+
+
+def test_forward_path_kl_of_a_gaussian_start_adds_exactly_the_start_kl():
+    grid = make_grid("li2023", 7)
+    target = gaussian([MU], [[S2]])
+    sampler = get_sampler("ddpm")
+    exact_start = measure(target, sampler, grid, init="exact", method="path-kl", compare=False)
+    gaussian_start = measure(target, sampler, grid, init="gaussian", method="path-kl", compare=False)
+    a0 = float(grid.abar[0])
+    start_kl = kl_1d(math.sqrt(a0) * MU, a0 * S2 + 1 - a0, 0.0, 1.0)
+    gap = gaussian_start["kl_path"].value - exact_start["kl_path"].value
+    assert abs(gap - start_kl) < 1e-10 * (1 + start_kl)
+
+
+def test_path_kl_monte_carlo_estimators_agree_with_the_per_step_sum_on_a_mixture_free_case():
+    """On the Gaussian target, with both Monte Carlo estimators reported, each one agrees with the sum by hand within
+    4 of its standard errors, and the reported value is the one with the smaller standard error."""
+    grid = make_grid("li2023", 6)
+    target = gaussian([MU], [[S2]])
+    by_hand = path_kls_by_hand("ddpm", grid, "gaussian")
+    mc = measure(target, get_sampler("ddpm"), grid, init="gaussian", method="path-kl", mc=True, samples=20_000,
+                 seed=5, compare=False)
+    for metric, exact in (("kl_path", by_hand[0]), ("kl_path_sampler", by_hand[1])):
+        d = mc[metric].details
+        assert abs(d["plain"] - exact) < 4 * d["plain_se"], metric
+        assert abs(d["second_order"] - exact) < 4 * d["second_order_se"], metric
+        assert d["plain_se"] < 0.05 * exact and d["second_order_se"] < 0.05 * exact  # the check has teeth
+        chosen = min(("plain", "second_order"), key=lambda k: d[f"{k}_se"])
+        assert d["estimator"] == chosen and mc[metric].value == d[chosen]
+        assert len(d["per_term"]) == grid.steps + 1  # the start's term, then one per step
+        assert abs(sum(d["per_term"]) - d["plain"]) < 1e-9 * (1 + abs(d["plain"]))
+
+
+def _stationary_factor_moment(h: float) -> float:
+    return math.exp(2 * h) - 2 * math.exp(h) * (math.exp(h) - 1) + h * (math.exp(2 * h) - 1) / 2
+
+
+@pytest.mark.parametrize("name", ["ode-rmp", "ode-rmp-is"])
+def test_randomized_engine_on_the_stationary_law(name):
+    grid = Grid(torch.tensor([0.05, 0.2, 0.6, 0.95], dtype=DTYPE), "coarse")  # steps with h of order one
+    target = gaussian([0.0], [[1.0]])
+    z, h, p, mass = randomized_density_1d(target, get_sampler(name), grid, initial_law(target, grid, "exact"),
+                                          G=4001, width=11.0, nodes=16)
+    variance = 1.0
+    if name == "ode-rmp":
+        for n in range(grid.steps):
+            variance *= _stationary_factor_moment(0.5 * math.log(float(grid.abar[n + 1] / grid.abar[n])))
+        assert variance > 1.01  # the uniform time's weight really does spread the law
+    assert abs(float(trapezoid(p * z, h))) < 1e-9
+    assert abs(float(trapezoid(p * z * z, h)) / variance - 1) < 1e-4
+    if name == "ode-rmp-is":  # the output is the stationary law itself
+        assert measure(target, get_sampler(name), grid)["tv"].value < 1e-5
