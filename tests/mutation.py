@@ -315,7 +315,8 @@ def baseline(command: str, tree: Path) -> tuple[bool, float, str]:
     return done.returncode == 0, time.monotonic() - began, (done.stdout + done.stderr)[-2000:]
 
 
-def write_session(module: str, mutants: list[Mutant], timeout: float, sessions: Path) -> tuple[Path, Path]:
+def write_session(module: str, mutants: list[Mutant], timeout: float, sessions: Path, command: str
+                  ) -> tuple[Path, Path]:
     """A cosmic-ray config and session for one module: every enumerated mutant is a work item; those outside the
     sample (or the population) are marked skipped, so `cosmic-ray exec` runs exactly the sample."""
     from cosmic_ray.commands.init import _all_work_items
@@ -330,7 +331,7 @@ def write_session(module: str, mutants: list[Mutant], timeout: float, sessions: 
         f'module-path = "{module}"\n'
         f"timeout = {timeout:.0f}\n"
         "excluded-modules = []\n"
-        f"test-command = {json.dumps(test_command(module))}\n"
+        f"test-command = {json.dumps(command)}\n"
         "[cosmic-ray.distributor]\n"
         'name = "local"\n'
         "[cosmic-ray.filters.operators-filter]\n"
@@ -384,10 +385,14 @@ def read_session(db: Path, mutants: list[Mutant]) -> None:
                                     if line[:1] in "+-" and not line.startswith(("+++", "---")))
 
 
-def run_sample(sample: dict[str, list[Mutant]], out: Path, workers: int, log) -> dict[str, dict]:
+def run_sample(sample: dict[str, list[Mutant]], out: Path, workers: int, log, on_module=None,
+               fixed_timeout: float | None = None) -> dict[str, dict]:
+    """Run the sample's sessions in `workers` copies of the tree; `on_module(info)` after each module (a partial
+    report, so that an interrupted run keeps what it measured: `--again` on it runs the rest)."""
     sessions = out / "sessions"
     sessions.mkdir(parents=True, exist_ok=True)
     trees = [out / f"tree-{i}" for i in range(workers)]
+    commands = {module: test_command(module) for module in sample if sample[module]}  # the files of the copies
     for tree in trees:
         copy_tree(tree)
     # biggest modules first, each to the worker with the least work so far (the sample's count is the cost proxy)
@@ -400,22 +405,25 @@ def run_sample(sample: dict[str, list[Mutant]], out: Path, workers: int, log) ->
         load[i] += len(sample[module])
     info: dict[str, dict] = {}
     lock = threading.Lock()
-    baselines: dict[tuple[int, str], tuple[bool, float, str]] = {}
+    baselines: dict[str, tuple[bool, float, str]] = {}  # one clean run per command, shared by the workers
 
     def work(i: int) -> None:
         tree = trees[i]
         for module in shares[i]:
-            command = test_command(module)
-            if (i, command) not in baselines:
-                baselines[i, command] = baseline(command, tree)
-            ok, seconds, tail = baselines[i, command]
+            command = commands[module]
+            if fixed_timeout is not None:  # no clean run: the caller vouches that the clean tests pass
+                ok, seconds, tail = True, (fixed_timeout - TIMEOUT_SLACK) / TIMEOUT_FACTOR, ""
+            else:
+                if command not in baselines:
+                    baselines[command] = baseline(command, tree)
+                ok, seconds, tail = baselines[command]
             if not ok:
                 with lock:
                     info[module] = {"baseline_s": seconds, "error": "the clean tests fail: " + tail}
                     log(f"[{i}] {module}: the clean tests FAIL, module skipped")
                 continue
             timeout = TIMEOUT_FACTOR * seconds + TIMEOUT_SLACK
-            config, db = write_session(module, sample[module], timeout, sessions)
+            config, db = write_session(module, sample[module], timeout, sessions, command)
             began = time.monotonic()
             with lock:
                 log(f"[{i}] {module}: {len(sample[module])} mutants, clean run {seconds:.1f} s, timeout {timeout:.0f} s")
@@ -426,6 +434,8 @@ def run_sample(sample: dict[str, list[Mutant]], out: Path, workers: int, log) ->
             with lock:
                 info[module] = {"baseline_s": seconds, "timeout_s": timeout, "run_s": time.monotonic() - began}
                 log(f"[{i}] {module}: done in {time.monotonic() - began:.0f} s {dict(counts)}")
+                if on_module is not None:
+                    on_module(info)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(trees))]
     for thread in threads:
@@ -468,8 +478,11 @@ def write_report(population: Population, sample: dict[str, list[Mutant]], info: 
             f"- population: {pop_total} mutants ({sum(population.enumerated.values())} enumerated; left out by "
             f"configuration: " + ", ".join(f"{r} {n}" for r, n in _reasons(population).items()) + ")",
             f"- sample: {len(everyone)} mutants, seed {args.seed}, stratified by module (at least {MIN_PER_MODULE} "
-            "each, the rest in proportion)" if not args.again else f"- rerun of the survivors in {args.again}",
-            f"- kill rate: **{_pct(rate)}** ({killed} of {decided} decided; timeouts count as killed)", ""]
+            "each, the rest in proportion)" + (f"; the survivors of {args.again} run again with today's tests, the "
+                                                  "other outcomes carried over" if args.again else ""),
+            f"- kill rate: **{_pct(rate)}** ({killed} of {decided} decided; timeouts count as killed)"
+            + (f"; {sum(not m.outcome for m in everyone)} mutants not run yet (partial report)"
+               if any(not m.outcome for m in everyone) else ""), ""]
     for group in ("theory", "samplers", "exact", "studies"):
         k, dcd, r = kill_rate([m for mod, ms in sample.items() if group_of(mod) == group for m in ms])
         text.append(f"- {group}: {_pct(r)} ({k}/{dcd})")
@@ -526,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "mutation", help="report folder")
     parser.add_argument("--modules", nargs="+", metavar="PATH", help="only these modules (default: all of MODULES)")
     parser.add_argument("--again", type=Path, metavar="REPORT.json", help="rerun only that report's survivors")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="one timeout per mutant instead of %.0fx each module's clean run + %.0f s (skips the "
+                             "clean runs: only when the mapped tests are known to pass)" % (TIMEOUT_FACTOR, TIMEOUT_SLACK))
     parser.add_argument("--list", action="store_true", help="print the population and the test map, run nothing")
     args = parser.parse_args(argv)
     args.argv = argv
@@ -545,17 +561,30 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print('error: cosmic-ray is not installed (pip install -e ".[mutation]")', file=sys.stderr)
         return 2
+    if args.timeout is not None and not args.timeout > TIMEOUT_SLACK:
+        parser.error(f"--timeout must exceed {TIMEOUT_SLACK:.0f} seconds, not {args.timeout}")
     if args.again and not args.again.is_file():
         parser.error(f"--again: no report at {args.again}")
 
     began = time.monotonic()
     population = enumerate_population(modules)
     if args.again:
+        # the earlier sample, with its outcomes; only its survivors are run again (tests were added since: a mutant
+        # the earlier tests killed is still killed, the commands only grew)
         previous = json.loads(args.again.read_text())
         args.seed = previous["seed"]
-        wanted = {(m["module"], m["operator"], m["occurrence"]) for m in previous["mutants"] if m["outcome"] == "survived"}
-        sample = {mod: [m for m in ms if m.key in wanted] for mod, ms in population.by_module.items()}
-        sample = {mod: ms for mod, ms in sample.items() if ms}
+        before = {(m["module"], m["operator"], m["occurrence"]): m for m in previous["mutants"]}
+        sample = {}
+        for mod, ms in population.by_module.items():
+            chosen = [m for m in ms if m.key in before]
+            for m in chosen:
+                if before[m.key]["outcome"] != "survived":
+                    m.outcome, m.diff = before[m.key]["outcome"], before[m.key]["diff"]
+            sample[mod] = chosen
+        lost = len(before) - sum(len(v) for v in sample.values())
+        if lost:
+            print(f"warning: {lost} mutants of {args.again} are no longer in the population (code changed)",
+                  file=sys.stderr)
     else:
         sample = draw_sample(population, args.sample, args.seed)
     for module in unmapped:
@@ -576,8 +605,13 @@ def main(argv: list[str] | None = None) -> int:
         log_file.flush()
 
     log(f"population {sum(len(v) for v in population.by_module.values())}, sample "
-        f"{sum(len(v) for v in sample.values())}, seed {args.seed}")
-    info = run_sample(sample, args.out, args.workers, log)
+        f"{sum(len(v) for v in sample.values())}, seed {args.seed}, to run "
+        f"{sum(not m.outcome for ms in sample.values() for m in ms)}")
+    to_run = {mod: [m for m in ms if not m.outcome] for mod, ms in sample.items()}
+    info = run_sample(to_run, args.out, args.workers, log,
+                      on_module=lambda info: write_report(population, sample, info, args, time.monotonic() - began,
+                                                          args.out),
+                      fixed_timeout=args.timeout)
     report = write_report(population, sample, info, args, time.monotonic() - began, args.out)
     log(f"report: {report}")
     print(report.read_text())

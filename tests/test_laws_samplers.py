@@ -108,7 +108,7 @@ def test_ddpm_variants_output_variance_follows_the_gaussian_recursion(name, sche
     grid = make_grid(schedule, T)
     start = v(grid.abar[0])
     expected = _ddpm_variance(name, grid, start)
-    n = 400_000
+    n = 200_000
     x = math.sqrt(start) * torch.randn(n, 1, dtype=DTYPE, generator=torch.Generator().manual_seed(1))
     out = get_sampler(name)(gaussian([0.0], [[S2]]), grid, x, Noise(seed=2))
     assert abs(float(out.mean())) < 5 * math.sqrt(expected / n)
