@@ -81,7 +81,7 @@ MODULES: dict[str, tuple[list[str], str | None]] = {
     "samplers/picard.py": (["tests/test_picard.py"], None),
     "samplers/amed.py": (["tests/test_amed.py"], None),
     "samplers/perturbed.py": (["tests/test_score_error.py"], None),
-    "samplers/diffusers.py": (["tests/test_diffusers_samplers.py", "tests/test_diffusers_crosscheck.py"],
+    "samplers/diffusers.py": (["tests/test_diffusers_samplers.py", "tests/test_diffusers_crosscheck.py", LAWS_SAMPLERS],
                               "not deis_is_a_different"),
     "samplers/unet.py": (["tests/test_images.py"], "eps_is_tweedie or features or every_registered"),
     # exact/

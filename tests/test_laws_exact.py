@@ -125,3 +125,38 @@ def test_randomized_engine_on_the_stationary_law(name):
     assert abs(float(trapezoid(p * z * z, h)) / variance - 1) < 1e-4
     if name == "ode-rmp-is":  # the output is the stationary law itself
         assert measure(target, get_sampler(name), grid)["tv"].value < 1e-5
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddpm-posterior"])
+def test_kernel_engine_error_estimates_cover_the_closed_form_and_stay_at_its_resolution(name):
+    """On a Gaussian target the kernel engine's values lie within their reported numerical errors of the closed
+    form (up to rounding), and those errors are of the size the resolved grid allows, not of the size of the value."""
+    target = gaussian([MU], [[S2]])
+    for T in (6, 20):
+        grid = make_grid("li2023", T)
+        kernel = measure(target, get_sampler(name), grid, method="grid-1d-kernel")
+        closed = measure(target, get_sampler(name), grid, method="gaussian")
+        for metric, resolution in (("tv", 1e-4), ("kl", 1e-10)):
+            assert abs(kernel[metric].value - closed[metric].value) <= kernel[metric].numerical_error + 1e-12
+            assert kernel[metric].numerical_error < resolution * closed[metric].value, metric
+    # on a coarse grid the error is real, and the estimate still covers it
+    coarse = measure(target, get_sampler(name), make_grid("li2023", 6), method="grid-1d-kernel", G=128)
+    closed = measure(target, get_sampler(name), make_grid("li2023", 6), method="gaussian")
+    for metric in ("tv", "kl"):
+        assert 1e-12 < abs(coarse[metric].value - closed[metric].value) <= coarse[metric].numerical_error, metric
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "ode-accel"])
+def test_gaussian_engine_errors_are_at_rounding_level(name):
+    """The Gaussian engine is a closed form: the errors it reports (the change when the basis is halved) are at the
+    level of rounding, for every metric, and its KL and reverse KL are those of the law it computed."""
+    target = gaussian([MU], [[S2]])
+    grid = make_grid("li2023", 8)
+    out = measure(target, get_sampler(name), grid, method="gaussian")
+    for metric in ("tv", "kl", "kl_reverse", "w2"):
+        assert out[metric].numerical_error < 1e-9 * (1 + out[metric].value), metric
+    mean, var = out["kl"].details["mean"][0], out["kl"].details["cov"][0][0]
+    a = float(grid.abar[-1])
+    mq, vq = math.sqrt(a) * MU, a * S2 + 1 - a
+    assert abs(out["kl"].value - kl_1d(mean, var, mq, vq)) < 1e-12
+    assert abs(out["kl_reverse"].value - kl_1d(mq, vq, mean, var)) < 1e-12

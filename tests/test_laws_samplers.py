@@ -228,3 +228,19 @@ def test_every_schedule_ends_where_it_says(T):
         assert grid.T == T
         assert abs(float(grid.sigma[0]) / solver_grids.SIGMA_MAX - 1) < 1e-9, name
         assert abs(float(grid.sigma[-1]) / solver_grids.SIGMA_MIN - 1) < 1e-9, name
+
+
+# ---------------------------------------------------------------------------- refusals of the diffusers family
+@pytest.mark.parametrize("option", ["self", "kwargs"])
+def test_diffusers_family_refuses_options_that_are_not_config_fields(option):
+    from samplers import SamplerError
+    with pytest.raises(SamplerError, match=f"unknown option '{option}'"):
+        get_sampler(f"diffusers:DDIMScheduler?{option}=1")
+
+
+def test_ddim_eta_is_any_number_at_least_zero():
+    from samplers import SamplerError
+    for eta in ("0", "0.5", "1", "2"):
+        assert get_sampler(f"diffusers:DDIMScheduler?eta={eta}").info.stochastic == (float(eta) > 0)
+    with pytest.raises(SamplerError, match="eta must be a number >= 0"):
+        get_sampler("diffusers:DDIMScheduler?eta=-0.5")
