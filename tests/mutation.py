@@ -53,6 +53,7 @@ FAST_DIVERGENCES = "not errors_fall_as_T_doubles"
 NOT_STUDY_SWEEPS = "not sweep and not follow_the_seed and not folds and not tidy_rows"
 LAWS_SAMPLERS = "tests/test_laws_samplers.py"
 LAWS_EXACT = "tests/test_laws_exact.py"
+LAWS_THEORY = "tests/test_laws_theory.py"
 VERDICT_TESTS = "tests/test_verdict*.py"
 MODULES: dict[str, tuple[list[str], str | None]] = {
     # theory/
@@ -63,7 +64,8 @@ MODULES: dict[str, tuple[list[str], str | None]] = {
     "theory/posterior.py": (["tests/test_path_kl.py"], None),
     "theory/product.py": (["tests/test_product.py"], None),
     "theory/subspace.py": (["tests/test_subspace.py"], "not 1024"),
-    "theory/bounds.py": (["tests/test_rates.py", "tests/test_lijiao.py", "tests/test_picard.py", VERDICT_TESTS],
+    "theory/bounds.py": ([LAWS_THEORY, "tests/test_rates.py", "tests/test_lijiao.py",
+                          "tests/test_picard.py", VERDICT_TESTS],
                          NOT_STUDY_SWEEPS),
     "theory/rates.py": (["tests/test_rates.py", VERDICT_TESTS], NOT_STUDY_SWEEPS),
     "theory/em.py": (["tests/test_images.py"], "em_"),

@@ -244,3 +244,21 @@ def test_ddim_eta_is_any_number_at_least_zero():
         assert get_sampler(f"diffusers:DDIMScheduler?eta={eta}").info.stochastic == (float(eta) > 0)
     with pytest.raises(SamplerError, match="eta must be a number >= 0"):
         get_sampler("diffusers:DDIMScheduler?eta=-0.5")
+
+
+def test_a_grid_from_sigmas_keeps_its_levels_and_parameters():
+    sigmas = torch.tensor([80.0, 3.0, 0.5, 0.002], dtype=DTYPE)
+    grid = Grid.from_sigmas(sigmas, "given", {"rho": 7.0})
+    assert grid.params == {"rho": 7.0}
+    assert Grid.from_sigmas(sigmas, "bare").params == {}
+    assert torch.allclose(grid.sigma, sigmas, rtol=1e-8, atol=0)  # 1 - abar cancels at small sigma
+
+
+def test_lms_declares_the_order_diffusers_uses_by_default():
+    import inspect
+
+    from diffusers import LMSDiscreteScheduler
+
+    default = inspect.signature(LMSDiscreteScheduler.step).parameters["order"].default
+    assert get_sampler("diffusers:LMSDiscreteScheduler").info.order == default
+    assert get_sampler("diffusers:LMSDiscreteScheduler?order=2").info.order == 2

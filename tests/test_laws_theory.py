@@ -1,0 +1,33 @@
+"""The theorems' shapes (theory/bounds.py) against the exponents each theorem declares: as T grows the shape falls
+like T^-order log^log_power T (no log power where the statement has only a polylog, which the shape leaves out), and
+in the regime where its leading term dominates it grows like d^d_power. Added for what mutation testing showed
+unguarded (tests/mutation.py): a shape is data typed from a paper, and nothing held it to its declared rate."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from theory.bounds import THEOREMS
+
+LARGE_T = 1e40  # far past every lower-order term of every shape
+
+
+def _slope(f, x: float, factor: float = 1.01) -> float:
+    return math.log(f(x * factor) / f(x)) / math.log(factor)
+
+
+@pytest.mark.parametrize("theorem", THEOREMS, ids=lambda t: t.id)
+def test_shape_falls_at_the_declared_order_in_T(theorem):
+    log_power = 0.0 if math.isnan(theorem.log_power) else theorem.log_power
+    for d in (1.0, 16.0):
+        slope = _slope(lambda T: theorem.shape(T, d), LARGE_T)
+        assert abs(slope - (-theorem.order + log_power / math.log(LARGE_T))) < 2e-3, (theorem.id, d, slope)
+
+
+@pytest.mark.parametrize("theorem", THEOREMS, ids=lambda t: t.id)
+def test_shape_grows_at_the_declared_power_of_d(theorem):
+    for d in (4.0, 64.0):
+        slope = _slope(lambda dd: theorem.shape(LARGE_T, dd), d)
+        assert abs(slope - theorem.d_power) < 2e-3, (theorem.id, d, slope)
