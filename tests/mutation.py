@@ -60,7 +60,7 @@ MODULES: dict[str, tuple[list[str], str | None]] = {
     "theory/targets.py": (["tests/test_targets.py", "tests/test_engine_paths.py", "tests/test_pinned.py"], None),
     "theory/schedules.py": (["tests/test_li2023.py", "tests/test_solvers.py", LAWS_SAMPLERS], None),
     "theory/solver_grids.py": (["tests/test_solvers.py", LAWS_SAMPLERS], None),
-    "theory/catalog.py": (["tests/test_targets.py", "tests/test_pinned.py"], None),
+    "theory/catalog.py": (["tests/test_targets.py", "tests/test_pinned.py", LAWS_THEORY], None),
     "theory/posterior.py": (["tests/test_path_kl.py"], None),
     "theory/product.py": (["tests/test_product.py"], None),
     "theory/subspace.py": (["tests/test_subspace.py"], "not 1024"),

@@ -31,3 +31,28 @@ def test_shape_grows_at_the_declared_power_of_d(theorem):
     for d in (4.0, 64.0):
         slope = _slope(lambda dd: theorem.shape(LARGE_T, dd), d)
         assert abs(slope - theorem.d_power) < 2e-3, (theorem.id, d, slope)
+
+
+# ---------------------------------------------------------------------------- the catalog's refusals and files
+@pytest.mark.parametrize("name, fixed", [("mix1d", 1), ("mix2d", 2), ("points1d", 1)])
+def test_a_fixed_dimension_target_refuses_another_d(name, fixed):
+    from theory.catalog import get_target
+    from theory.targets import TargetError
+
+    assert get_target(name, d=fixed).d == fixed
+    with pytest.raises(TargetError, match=f"fixed dimension {fixed}, not d = {fixed + 2}"):
+        get_target(name, d=fixed + 2)
+
+
+def test_a_target_file_is_read_by_path_whatever_its_suffix(tmp_path):
+    import json
+
+    from theory.catalog import get_target
+    from theory.targets import TargetError
+
+    path = tmp_path / "two-modes.target"
+    path.write_text(json.dumps({"weights": [0.4, 0.6], "means": [[-1.0], [2.0]], "covs": [[[0.5]], [[0.2]]]}))
+    target = get_target(str(path))
+    assert target.K == 2 and target.d == 1
+    with pytest.raises(TargetError, match="not found: .*missing.json"):
+        get_target(str(tmp_path / "missing.json"))
