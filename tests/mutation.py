@@ -62,7 +62,7 @@ MODULES: dict[str, tuple[list[str], str | None]] = {
     "theory/solver_grids.py": (["tests/test_solvers.py", LAWS_SAMPLERS], None),
     "theory/catalog.py": (["tests/test_targets.py", "tests/test_pinned.py", LAWS_THEORY], None),
     "theory/posterior.py": (["tests/test_path_kl.py"], None),
-    "theory/product.py": (["tests/test_product.py"], None),
+    "theory/product.py": (["tests/test_product.py", LAWS_THEORY], None),
     "theory/subspace.py": (["tests/test_subspace.py"], "not 1024"),
     "theory/bounds.py": ([LAWS_THEORY, "tests/test_rates.py", "tests/test_lijiao.py",
                           "tests/test_picard.py", VERDICT_TESTS],

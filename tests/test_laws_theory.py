@@ -56,3 +56,15 @@ def test_a_target_file_is_read_by_path_whatever_its_suffix(tmp_path):
     assert target.K == 2 and target.d == 1
     with pytest.raises(TargetError, match="not found: .*missing.json"):
         get_target(str(tmp_path / "missing.json"))
+
+
+def test_a_product_expands_up_to_the_limit_and_is_refused_past_it():
+    from theory.catalog import get_target
+    from theory.product import EXPAND_LIMIT
+    from theory.targets import TargetError
+
+    d = int(math.log2(EXPAND_LIMIT))  # a product of d bimodal factors has 2^d components
+    at_limit = get_target("product-bimodal", d=d)
+    assert at_limit.K == EXPAND_LIMIT and at_limit.to_mixture().K == EXPAND_LIMIT
+    with pytest.raises(TargetError, match=f"limit {EXPAND_LIMIT}"):
+        get_target("product-bimodal", d=d + 1).to_mixture()
