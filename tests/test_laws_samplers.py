@@ -262,3 +262,13 @@ def test_lms_declares_the_order_diffusers_uses_by_default():
     default = inspect.signature(LMSDiscreteScheduler.step).parameters["order"].default
     assert get_sampler("diffusers:LMSDiscreteScheduler").info.order == default
     assert get_sampler("diffusers:LMSDiscreteScheduler?order=2").info.order == 2
+
+
+@pytest.mark.parametrize("rho", [None, 1.0, 2.0])
+def test_time_uniform_is_uniform_in_tau_to_the_one_over_rho(rho):
+    """The grid is uniform in tau^(1/rho) under the fitted VP schedule (by default rho = 1: uniform in VP time)."""
+    grid = make_grid("time_uniform", 9) if rho is None else make_grid("time_uniform", 9, rho=rho)
+    beta_d, beta_min = solver_grids.vp_constants()
+    tau = solver_grids.vp_tau(grid.sigma, beta_d, beta_min) ** (1 / (rho or 1.0))
+    steps = torch.diff(tau)
+    assert torch.allclose(steps, steps.mean().expand_as(steps), rtol=1e-6, atol=0)
