@@ -97,7 +97,7 @@ MODULES: dict[str, tuple[list[str], str | None]] = {
     "exact/gaussian.py": (["tests/test_divergences.py", "tests/test_li2023.py", LAWS_EXACT], FAST_DIVERGENCES),
     "exact/init_error.py": (["tests/test_engine_paths.py", "tests/test_ddram.py"], None),
     "exact/path_kl.py": (["tests/test_path_kl.py", LAWS_EXACT], None),
-    "exact/product.py": (["tests/test_product.py"], None),
+    "exact/product.py": (["tests/test_product.py", LAWS_EXACT], None),
     "exact/subspace.py": (["tests/test_subspace.py"], "not 1024"),
     # studies/: the verdict code only (VERDICT_FUNCTIONS)
     "studies/rates.py": (["tests/test_rates.py", VERDICT_TESTS], None),
@@ -449,6 +449,26 @@ def run_sample(sample: dict[str, list[Mutant]], out: Path, workers: int, log, on
     return info
 
 
+# ---- the survivors' analysis ---------------------------------------------------------------------------------
+
+SURVIVORS = ROOT / "tests" / "mutation_survivors.md"
+_SURVIVOR_LINE = re.compile(r"^- (\S+?):(\d+) (\w+) #(\d+)")
+
+
+def explained_survivors() -> dict[tuple, str]:
+    """The survivors analysed in tests/mutation_survivors.md, keyed like Mutant.key: one line each,
+    `- module:line Operator #occurrence: ... -- equivalent|accepted: why`."""
+    if not SURVIVORS.is_file():
+        return {}
+    out = {}
+    for line in SURVIVORS.read_text().splitlines():
+        match = _SURVIVOR_LINE.match(line)
+        if match:
+            module, _, operator, occurrence = match.groups()
+            out[module, "core/" + operator, int(occurrence)] = line
+    return out
+
+
 # ---- the report ------------------------------------------------------------------------------------------------
 
 def group_of(module: str) -> str:
@@ -498,10 +518,14 @@ def write_report(population: Population, sample: dict[str, list[Mutant]], info: 
     for module, meta in info.items():
         if "error" in meta:
             text.append(f"\nnote: {module} was not run: {meta['error'].splitlines()[-1] if meta['error'] else ''}")
-    text += ["", "## Survivors", ""]
+    explained = explained_survivors()
+    fresh = [m for m in survivors if m.key not in explained]
+    text += ["", f"## Survivors ({len(survivors)}; {len(survivors) - len(fresh)} analysed in "
+             f"tests/mutation_survivors.md, {len(fresh)} not yet: marked NEW)", ""]
     for m in sorted(survivors, key=lambda m: (m.module, m.start)):
         change = m.diff.replace("\n", " / ") or m.line(lines_of[m.module])
-        text.append(f"- {m.module}:{m.start[0]} {m.operator.removeprefix('core/')} #{m.occurrence}: `{change}`")
+        mark = "" if m.key in explained else "NEW "
+        text.append(f"- {mark}{m.module}:{m.start[0]} {m.operator.removeprefix('core/')} #{m.occurrence}: `{change}`")
     report = out / "report.md"
     report.write_text("\n".join(text) + "\n")
     (out / "report.json").write_text(json.dumps({
@@ -576,12 +600,15 @@ def main(argv: list[str] | None = None) -> int:
         previous = json.loads(args.again.read_text())
         args.seed = previous["seed"]
         before = {(m["module"], m["operator"], m["occurrence"]): m for m in previous["mutants"]}
+        explained = explained_survivors()
         sample = {}
         for mod, ms in population.by_module.items():
             chosen = [m for m in ms if m.key in before]
             for m in chosen:
-                if before[m.key]["outcome"] != "survived":
-                    m.outcome, m.diff = before[m.key]["outcome"], before[m.key]["diff"]
+                was = before[m.key]["outcome"]
+                # a survivor listed as equivalent/accepted in SURVIVORS is not run again (it would survive again)
+                if (was and was != "survived") or (was == "survived" and m.key in explained):
+                    m.outcome, m.diff = was, before[m.key]["diff"]
             sample[mod] = chosen
         lost = len(before) - sum(len(v) for v in sample.values())
         if lost:

@@ -272,3 +272,16 @@ def test_time_uniform_is_uniform_in_tau_to_the_one_over_rho(rho):
     tau = solver_grids.vp_tau(grid.sigma, beta_d, beta_min) ** (1 / (rho or 1.0))
     steps = torch.diff(tau)
     assert torch.allclose(steps, steps.mean().expand_as(steps), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3, 4])
+def test_exponential_runge_kutta_converges_to_the_gaussian_flow_at_its_order(p):
+    assert abs(observed_order(f"expint:{p}", "polynomial", [64, 128]) - p) < 0.4
+
+
+@pytest.mark.parametrize("schedule", ["polynomial", "logsnr", "time_uniform"])
+def test_solver_grids_refuse_a_zero_or_inverted_noise_range(schedule):
+    from theory.schedules import ScheduleError
+    for sigma_min, sigma_max in ((0.0, 80.0), (1.0, 0.5), (0.002, float("inf"))):
+        with pytest.raises(ScheduleError, match="need 0 < sigma_min < sigma_max < inf"):
+            make_grid(schedule, 5, sigma_min=sigma_min, sigma_max=sigma_max)
