@@ -203,3 +203,24 @@ def test_piecewise_linear_draws_follow_their_density():
     assert abs(float((x * x).mean()) - second / mass) < 5 * math.sqrt(2 * (second / mass) ** 2 / x.numel())
     interpolant = torch.from_numpy(__import__("numpy").interp(x.numpy(), z.numpy(), p.numpy())) / mass
     assert torch.allclose(log_density, torch.log(interpolant), atol=1e-9)
+
+
+@pytest.mark.parametrize("module", ["exact.density_1d", "exact.grid_1d_kernel"])
+def test_kl_integrand_is_e_to_the_u_times_u_minus_1_plus_1_to_rounding(module):
+    """The KL integrands' small-u series and their direct form agree with f(u) = e^u (u - 1) + 1 in 50-digit
+    arithmetic, on both sides of the switch between them."""
+    import importlib
+
+    import mpmath
+
+    mpmath.mp.dps = 50
+    engine = importlib.import_module(module)
+    us = [-0.5, -0.02, -0.0099, -3e-3, -1e-4, 1e-6, 2e-4, 5e-3, 0.0099, 0.0101, 0.3, 2.0]
+    u = torch.tensor(us, dtype=DTYPE)
+    if module == "exact.density_1d":
+        got = engine._f(u)
+    else:  # q f(log p/q) with q = 1, p = e^u
+        got = engine._kl_integrand(torch.exp(u), torch.ones_like(u), u)
+    for value, ui in zip(got.tolist(), us):
+        exact = float(mpmath.exp(mpmath.mpf(ui)) * (mpmath.mpf(ui) - 1) + 1)
+        assert abs(value - exact) < 1e-12 * exact, (ui, value, exact)
