@@ -68,3 +68,12 @@ def test_a_product_expands_up_to_the_limit_and_is_refused_past_it():
     assert at_limit.K == EXPAND_LIMIT and at_limit.to_mixture().K == EXPAND_LIMIT
     with pytest.raises(TargetError, match=f"limit {EXPAND_LIMIT}"):
         get_target("product-bimodal", d=d + 1).to_mixture()
+
+
+def test_order_fits_refuse_arrays_that_are_not_one_dimensional():
+    from theory.rates import RateError, fit_order
+
+    with pytest.raises(RateError, match="must be 1-D"):
+        fit_order([[1.0, 2.0], [4.0, 8.0]], [[1.0, 0.5], [0.25, 0.125]])
+    with pytest.raises(RateError, match="must be 1-D"):
+        fit_order([1.0, 2.0, 4.0], [1.0, 0.5])
