@@ -87,7 +87,7 @@ MODULES: dict[str, tuple[list[str], str | None]] = {
                               "not deis_is_a_different"),
     "samplers/unet.py": (["tests/test_images.py"], "eps_is_tweedie or features or every_registered"),
     # exact/
-    "exact/__init__.py": (["tests/test_engine_paths.py", "tests/test_flow.py"], None),
+    "exact/__init__.py": (["tests/test_engine_paths.py", "tests/test_flow.py", "tests/test_frontier.py"], None),
     "exact/base.py": (["tests/test_engine_paths.py", "tests/test_pinned.py", LAWS_EXACT], None),
     "exact/density_1d.py": (["tests/test_divergences.py", "tests/test_pinned.py", LAWS_EXACT, "tests/test_path_kl.py"],
                             FAST_DIVERGENCES),
