@@ -470,6 +470,12 @@ def explained_survivors() -> dict[tuple, str]:
     return out
 
 
+def _kind(line: str) -> str:
+    """equivalent | accepted | open, as the survivor's line in SURVIVORS says."""
+    match = re.search(r"#\d+: (equivalent|accepted|open)", line)
+    return match.group(1) if match else "open"
+
+
 # ---- the report ------------------------------------------------------------------------------------------------
 
 def group_of(module: str) -> str:
@@ -521,6 +527,11 @@ def write_report(population: Population, sample: dict[str, list[Mutant]], info: 
             text.append(f"\nnote: {module} was not run: {meta['error'].splitlines()[-1] if meta['error'] else ''}")
     explained = explained_survivors()
     fresh = [m for m in survivors if m.key not in explained]
+    kinds = Counter(_kind(explained[m.key]) for m in survivors if m.key in explained)
+    if survivors and decided > kinds["equivalent"]:
+        text.insert(7, f"- kill rate without the {kinds['equivalent']} survivors analysed as equivalent (no input tells "
+                       f"them from the original): {_pct(killed / (decided - kinds['equivalent']))}; survivors "
+                       f"accepted {kinds['accepted']}, open {kinds['open']}, not analysed {len(fresh)}")
     text += ["", f"## Survivors ({len(survivors)}; {len(survivors) - len(fresh)} analysed in "
              f"tests/mutation_survivors.md, {len(fresh)} not yet: marked NEW)", ""]
     for m in sorted(survivors, key=lambda m: (m.module, m.start)):
