@@ -68,7 +68,7 @@ MODULES: dict[str, tuple[list[str], str | None]] = {
                           "tests/test_picard.py", VERDICT_TESTS],
                          NOT_STUDY_SWEEPS),
     "theory/rates.py": (["tests/test_rates.py", LAWS_THEORY, VERDICT_TESTS], NOT_STUDY_SWEEPS),
-    "theory/em.py": (["tests/test_images.py"], "em_"),
+    "theory/em.py": (["tests/test_images.py", LAWS_THEORY], "em_"),
     # samplers/
     "samplers/__init__.py": (["tests/test_pinned.py", "tests/test_diffusers_samplers.py"], None),
     "samplers/base.py": (["tests/test_pinned.py", "tests/test_ddram.py", "tests/test_li2023.py", LAWS_SAMPLERS], None),

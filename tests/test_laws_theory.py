@@ -77,3 +77,19 @@ def test_order_fits_refuse_arrays_that_are_not_one_dimensional():
         fit_order([[1.0, 2.0], [4.0, 8.0]], [[1.0, 0.5], [0.25, 0.125]])
     with pytest.raises(RateError, match="must be 1-D"):
         fit_order([1.0, 2.0, 4.0], [1.0, 0.5])
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 5])
+def test_em_runs_the_iterations_it_is_asked_for_when_it_cannot_converge(iterations):
+    """With tol = 0 the stopping rule never fires: EM takes exactly `iterations` steps, records one mean
+    log-likelihood before each M-step plus the final one, and does not claim convergence."""
+    import torch
+
+    from theory.em import fit_em
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(200, 2, generator=gen, dtype=torch.float64) - 2,
+                   torch.randn(300, 2, generator=gen, dtype=torch.float64) + 2])
+    result = fit_em(x, 2, iterations=iterations, tol=0.0)
+    assert result.iterations == iterations and not result.converged
+    assert len(result.log_likelihood) == iterations + 1
