@@ -254,3 +254,17 @@ def test_reverse_kl_of_the_tabulated_density_is_the_closed_form(name):
     closed = measure(target, get_sampler(name), grid, method="gaussian")["kl_reverse"]
     assert abs(tabulated.value - closed.value) <= 2 * tabulated.numerical_error + 1e-10
     assert tabulated.numerical_error < 1e-6 * closed.value
+
+
+def test_log_density_interpolation_is_exact_for_a_gaussian():
+    """log p of a Gaussian is quadratic, so LogDensity1D's 6-node Lagrange interpolation of the tabulated log p
+    returns it to rounding at any point between the nodes."""
+    from exact.density_1d import LogDensity1D
+
+    mean, var = 0.3, 0.7
+    z = torch.linspace(-6.0, 6.0, 241, dtype=DTYPE)
+    log_p = lambda x: -0.5 * (x - mean) ** 2 / var - 0.5 * math.log(2 * math.pi * var)  # noqa: E731
+    interpolate = LogDensity1D(z, torch.exp(log_p(z)))
+    y = torch.rand(500, generator=torch.Generator().manual_seed(0), dtype=DTYPE) * 11.0 - 5.5
+    assert interpolate.outside(y) == 0
+    assert torch.allclose(interpolate(y), log_p(y), rtol=0, atol=1e-9)
