@@ -58,10 +58,11 @@ SEED_SAMPLERS = ("ode", "ddim", "ode-accel", "ddpm", "ddpm-accel")
 # A time is the wall time of `python -m figures NAME` in a fresh clone (Python start-up and imports included), with
 # the machine it ran on; the others are to be filled in the same way, never estimated.
 LOADED = "fresh clone; shared CPU (nproc 1, machine of 2 cores) at load average 7-9, not idle; 2026-12-08"
+SHARED = "fresh clone; the 2-core machine at load average 3-5 (other jobs running), not idle; 2026-12-08"
 FIGURES: dict[str, Figure] = {
-    "rates": Figure("studies.rates", ("--sampler", *SEED_SAMPLERS), {"rates.png": "rates.png"}),
+    "rates": Figure("studies.rates", ("--sampler", *SEED_SAMPLERS), {"rates.png": "rates.png"}, 91, SHARED),
     "rates-gaussian-init": Figure("studies.rates", ("--sampler", *SEED_SAMPLERS, "--init", "gaussian"),
-                                  {"rates.png": "rates-gaussian-init.png"}),
+                                  {"rates.png": "rates-gaussian-init.png"}, 79, SHARED),
     "dimension": Figure("studies.dimension", (), {"dimension.png": "dimension.png"}),
     "dimension-subspace": Figure("studies.dimension", ("--family", "subspace"),
                                  {"dimension.png": "dimension-subspace.png"}),
