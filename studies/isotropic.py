@@ -1,5 +1,4 @@
-"""Isotropic Gaussian mixtures in high dimension: does T^2 KL (T TV) grow with d, as Jiao, Zhou & Li's bounds say,
-or stay flat, as Li, Cai & Wei's d-free rate says?
+"""Isotropic Gaussian mixtures in R^d: does T^2 KL grow like d (Jiao-Zhou-Li) or stay flat in d (Li-Cai-Wei)?
 
     python -m studies.isotropic
     python -m studies.isotropic --target "isotropic:16?sigma2=0.05" --d 2 64 4096 --T 64 256 1024 --max-stochastic-T 1024
@@ -14,9 +13,11 @@ an identity, not a fit: the rows record KL_core and KL_1. The d-exponent of T^2 
 KL_core dominates) to 1 (once d KL_1 does), unless the sampler is exact on N(0, sigma^2); TV follows while small.
 Defaults: the sharp mixture (H = 4, sigma^2 = 0.05, well-separated narrow components), the unit-variance mixture
 (H = 4, sigma^2 = 1, the components N(mu_h, I) of Li-Cai-Wei-type analyses) and Jiao-Zhou-Li's lower-bound case
-(H = 1, sigma^2 = 2: N(mu, 2 I)). Stochastic samplers cost about 0.05 s per step on a loaded core (the 1-D core's
-kernel engine; nearly independent of d), so by default they stop at T = 256 (--max-stochastic-T); the
-deterministic ones run every --T.
+(H = 1, sigma^2 = 2: N(mu, 2 I)). Cost, nearly independent of d (the complement is one 1-D Gaussian law
+counted d - k times): about 0.05 s per step for the stochastic samplers (the 1-D core's kernel engine: 14 s at
+T = 256, 60 s at T = 1024, per d, on an idle core; three times that on a loaded one) and 0.01 s per step for the
+deterministic ones, so the defaults stop at T = 256 (about 9 minutes on an idle 2-core machine); add --T 1024 for
+the full sweep (about 25 minutes more), or cap only the stochastic samplers with --max-stochastic-T.
 
 Fitted: the exponent a of error ~ d^a at each (target, sampler, metric, T), over all usable d and over the three
 largest ("large d"), with 95% intervals (theory.rates.fit_order), beside each theorem's d-power (theory.bounds) and
@@ -52,8 +53,8 @@ from theory.targets import TargetError
 DEFAULT_SAMPLERS = ["ddpm", "ddpm-posterior", "ddim", "ode-accel"]
 DEFAULT_TARGETS = ["isotropic:4?sigma2=0.05", "isotropic:4?sigma2=1", "isotropic:1?sigma2=2"]
 DEFAULT_D = [2, 16, 128, 1024, 4096]
-DEFAULT_T = [16, 64, 256, 1024]
-DEFAULT_MAX_STOCHASTIC_T = 256
+DEFAULT_T = [16, 64, 256]
+DEFAULT_MAX_STOCHASTIC_T = 1024
 METHOD = "subspace"
 METRICS = ("tv", "kl", "kl_reverse")
 COLUMNS = ["target", "H", "sigma2", "k", "sampler", "schedule", "d", "T", "metric", "value", "numerical_error",
@@ -100,10 +101,12 @@ class Job:
     seed: int
     device: str
     target_key: str = ""  # the target's fingerprint at d
+    reverse: bool = False  # does the engine give kl_reverse (Markov sampler, or a Gaussian core: H = 1)?
 
     def row_keys(self) -> list[dict]:
         return [{"target": self.target, "sampler": self.sampler, "schedule": self.schedule, "d": self.d,
-                 "T": self.T, "seed": self.seed, "metric": metric} for metric in METRICS]
+                 "T": self.T, "seed": self.seed, "metric": metric} for metric in METRICS
+                if metric != "kl_reverse" or self.reverse]
 
     def ingredients(self, names: dict) -> dict:
         """What decides the rows' values (studies.common, content keys)."""
@@ -127,15 +130,17 @@ def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
     samplers = {name: get_sampler(name) for name in sampler_list(args.sampler, DEFAULT_SAMPLERS)}
     out = []
     for name in args.target:
-        keys = {}
+        keys, gaussian_core = {}, False
         for d in args.d:
             target = _isotropic(name, d, device)  # a d the family refuses (d <= k) fails here
             keys[d] = target.fingerprint()
+            gaussian_core = target.core.is_gaussian
             refuse_unmeasurable(target, samplers, METHOD)
         for sampler_name, sampler in samplers.items():
             Ts = [T for T in args.T if not sampler.info.stochastic or T <= args.max_stochastic_T]
-            out += [Job(name, sampler_name, args.schedule, T, d, args.samples, args.seed, str(device), keys[d])
-                    for T in Ts for d in args.d]
+            reverse = sampler.info.stochastic or gaussian_core
+            out += [Job(name, sampler_name, args.schedule, T, d, args.samples, args.seed, str(device), keys[d],
+                        reverse) for T in Ts for d in args.d]
     return out
 
 
