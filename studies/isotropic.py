@@ -127,7 +127,9 @@ def _isotropic(name: str, d: int, device="cpu"):
 def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
     for T in args.T:
         make_grid(args.schedule, T)  # a bad T or schedule fails before any work
-    samplers = {name: get_sampler(name) for name in sampler_list(args.sampler, DEFAULT_SAMPLERS)}
+    # 'all': every registered sampler; a job the engine refuses (a randomized sampler in d > 1) is skipped with its
+    # reason; samplers named one by one are refused before any work when the engine cannot measure them
+    samplers = {name: get_sampler(name) for name in sampler_list(args.sampler)}
     out = []
     for name in args.target:
         keys, gaussian_core = {}, False
@@ -135,7 +137,8 @@ def jobs(args: argparse.Namespace, device: torch.device) -> list[Job]:
             target = _isotropic(name, d, device)  # a d the family refuses (d <= k) fails here
             keys[d] = target.fingerprint()
             gaussian_core = target.core.is_gaussian
-            refuse_unmeasurable(target, samplers, METHOD)
+            if args.sampler != ["all"]:
+                refuse_unmeasurable(target, samplers, METHOD)
         for sampler_name, sampler in samplers.items():
             Ts = [T for T in args.T if not sampler.info.stochastic or T <= args.max_stochastic_T]
             reverse = sampler.info.stochastic or gaussian_core
