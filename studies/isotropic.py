@@ -178,8 +178,13 @@ def work(job: Job) -> list[dict] | Skip:
 def predicted(sampler: str, metric: str) -> str:
     """What the theorems covering `sampler` say about the d-exponent of this metric, with their conditions."""
     wanted = "tv" if metric == "tv" else "kl"
-    parts = [f"{t.id}: {PREDICTIONS[t.id]}" for t in theorems_for(sampler)
-             if t.id in PREDICTIONS and t.metric == wanted]
+    parts = []
+    for t in theorems_for(sampler):
+        mark = " (recalled)" if t.recalled else ""
+        if t.metric == wanted:
+            parts.append(f"{t.id}: {PREDICTIONS.get(t.id, f"{'>=' if t.bound == 'lower' else '<='} {t.d_power:g}{mark}")}")
+        elif t.metric == "kl" and wanted == "tv" and t.bound == "upper":
+            parts.append(f"{t.id} via Pinsker: <= {t.d_power / 2:g}{mark}")
     return "; ".join(parts) or "no theorem on this metric"
 
 
