@@ -182,7 +182,8 @@ def predicted(sampler: str, metric: str) -> str:
     for t in theorems_for(sampler):
         mark = " (recalled)" if t.recalled else ""
         if t.metric == wanted:
-            parts.append(f"{t.id}: {PREDICTIONS.get(t.id, f"{'>=' if t.bound == 'lower' else '<='} {t.d_power:g}{mark}")}")
+            side = ">=" if t.bound == "lower" else "<="
+            parts.append(f"{t.id}: {PREDICTIONS.get(t.id, f'{side} {t.d_power:g}{mark}')}")
         elif t.metric == "kl" and wanted == "tv" and t.bound == "upper":
             parts.append(f"{t.id} via Pinsker: <= {t.d_power / 2:g}{mark}")
     return "; ".join(parts) or "no theorem on this metric"
