@@ -272,6 +272,9 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
                 anchor = float(ref[ref > 0].median()) if (ref > 0).any() else 1.0
                 slope = 1.0 if metric == "kl" else 0.5
                 ax.plot(d, anchor * (d / d.max()) ** slope, "k:", lw=1, label=f"slope {slope:g} (d^{slope:g})")
+                low = sub[(sub["metric"] == metric) & (sub["d"] == d.min()) & (sub["scaled"] > 0)]["scaled"]
+                if len(low):  # what a d-free rate would draw
+                    ax.axhline(float(low.max()), color="grey", ls="--", lw=1, label="flat (d-free)")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xlabel("dimension d")
