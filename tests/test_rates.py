@@ -38,7 +38,8 @@ def test_needed_constant_is_flat_exactly_when_the_shape_is_right():
     assert check_bound(theorem, Ts, 3, [v / math.sqrt(T) for v, T in zip(on_shape, Ts)]).trend == "falling"
     assert check_bound(theorem, Ts, 3, [v * T for v, T in zip(on_shape, Ts)]).trend == "rising"
     assert {t.id for t in theorems_for("ddpm")} >= {"li2023-ddpm", "liyan2024-ddpm", "benton2023-ddpm"}
-    assert [t.id for t in theorems_for("ddpm", "kl")] == ["benton2023-ddpm", "ddpm2025-kl", "ddpm2025-kl-lower"]
+    assert [t.id for t in theorems_for("ddpm", "kl")] == ["benton2023-ddpm", "ddpm2025-kl", "ddpm2025-kl-lower",
+                                                    "jiaozhouli2025-kl", "jiaozhouli2025-kl-lower"]
 
 
 def _run(args, cwd):

@@ -173,6 +173,29 @@ FRONTIER: tuple[Theorem, ...] = tuple(
 )
 THEOREMS = THEOREMS + FRONTIER
 
+# Jiao, Zhou & Li (2510.27562), from notes on the full text (shared/spec/frontier.md section 3, tagged [S]): DDPM
+# Y_{t-1} = alpha_t^-0.5 (Y_t + (1 - alpha_t) s_t(Y_t) + sqrt(1 - alpha_t) Z_t) on a Li-type schedule (the li2023
+# grid here). L is the paper's relaxed smoothness constant; for isotropic Gaussian mixtures (one shared variance,
+# means in a bounded set) it is taken as polylog, so once d >= L^2 the d-power is the one below. The divergence's
+# direction is not stated in the notes; KL(data || sampler) is the usual one in this line of work (kl_reverse).
+JIAO_ZHOU_LI: tuple[Theorem, ...] = (
+    Theorem("jiaozhouli2025-kl", "Jiao, Zhou, Li 2025", "2510.27562", ("ddpm",), "kl", 2.0, float("nan"), 1.0,
+            lambda T, d: d / T**2,
+            "KL <= C d min{d, L^2} polylog(T) / T^2 (exact score; Li-type schedule; L the relaxed smoothness "
+            "constant, polylog for isotropic mixtures): shape d / T^2 once d >= L^2, d^2 / T^2 below; direction "
+            "assumed KL(data || sampler)", source="notes on the full text (shared/spec/frontier.md section 3)"),
+    Theorem("jiaozhouli2025-tv", "Jiao, Zhou, Li 2025", "2510.27562", ("ddpm",), "tv", 1.0, 2.0, 0.5,
+            lambda T, d: math.sqrt(d) * _log(T) ** 2 / T,
+            "TV <= C sqrt(d) min{sqrt(d), L} log^2 T / T + C eps_score log^0.5 T (exact score: eps = 0; L fixed, "
+            "d >= L^2: shape sqrt(d) log^2 T / T)", source="notes on the full text (shared/spec/frontier.md section 3)"),
+    Theorem("jiaozhouli2025-kl-lower", "Jiao, Zhou, Li 2025", "2510.27562", ("ddpm",), "kl", 2.0, 0.0, 1.0,
+            lambda T, d: d / T**2,
+            "KL >= c d / T^2 for the target N(0, lambda I_d), lambda >= 2, exact score, their schedule (a lower "
+            "bound on that target only: isotropic:1?sigma2=2 is N(mu, 2 I), the same law on d - 1 directions)",
+            bound="lower", source="notes on the full text (shared/spec/frontier.md section 3)"),
+)
+THEOREMS = THEOREMS + JIAO_ZHOU_LI
+
 BY_ID = {t.id: t for t in THEOREMS}
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from theory.product import ProductTarget, product_of
-from theory.subspace import SubspaceTarget, subspace_family
+from theory.subspace import SubspaceTarget, isotropic_mixture, subspace_family
 from theory.target_file import read_target_file
 from theory.targets import DTYPE, GaussianMixture, TargetError, from_json, gaussian
 
@@ -151,10 +151,37 @@ def _subspace_product_of(d: int | None, arg: str) -> SubspaceTarget:
     return subspace_family(d, _subspace_k("subspace-product:" + arg, arg), True)
 
 
+ISOTROPIC_OPTIONS = {"k": int, "sigma2": float, "scale": float, "seed": int}
+
+
+def _isotropic_of(d: int | None, arg: str) -> SubspaceTarget:
+    """`isotropic:<H>[?k=1&sigma2=0.1&scale=2&seed=11]`: (1/H) sum_h N(mu_h, sigma^2 I_d), means in a seeded k-dim span."""
+    count, _, query = arg.partition("?")
+    name = "isotropic:" + arg
+    try:
+        H = int(count)
+    except ValueError:
+        raise TargetError(f"target {name!r}: the number of components H must be an integer, got {count!r}") from None
+    options = {}
+    for part in filter(None, query.split("&")):
+        key, eq, value = part.partition("=")
+        if key not in ISOTROPIC_OPTIONS or not eq:
+            raise TargetError(f"target {name!r}: unknown option {part!r} (options: "
+                              f"{', '.join(k + '=' for k in ISOTROPIC_OPTIONS)})")
+        try:
+            options[key] = ISOTROPIC_OPTIONS[key](value)
+        except ValueError:
+            raise TargetError(f"target {name!r}: option {key} must be {ISOTROPIC_OPTIONS[key].__name__}, "
+                              f"got {value!r}") from None
+    return isotropic_mixture(d, H, **options)
+
+
 PARAMETRISED: dict[str, Callable[[int | None, str], object]] = {
     "subspace": _subspace_of,
     "subspace-product": _subspace_product_of,
+    "isotropic": _isotropic_of,
 }
+PARAMETER_NAMES = {"isotropic": "<H>[?k=&sigma2=&scale=&seed=]"}  # what follows `family:` (default <k>)
 
 
 def _from_file(name: str):
@@ -174,7 +201,8 @@ def _from_file(name: str):
 
 
 def known_targets() -> list[str]:
-    return sorted(TARGETS) + [f"{family}:<k>" for family in sorted(PARAMETRISED)]
+    return sorted(TARGETS) + [f"{family}:{PARAMETER_NAMES.get(family, '<k>')}"
+                                  for family in sorted(PARAMETRISED)]
 
 
 def get_target(name: str, d: int | None = None, device: str | torch.device = "cpu") -> GaussianMixture:

@@ -387,3 +387,44 @@ def subspace_family(d: int | None, k: int = 1, product_core: bool = False, floor
     core = _core_product(k, floor) if product_core else _core_mixture(k, floor)
     name = f"subspace{'-product' if product_core else ''}:{k}"
     return SubspaceTarget(core, d, floor, seed=seed, name=name)
+
+
+# ---------------------------------------------------------------------------- isotropic mixtures in R^d
+ISOTROPIC_SIGMA2 = 0.1  # `isotropic:<H>` defaults: the shared component variance sigma^2,
+ISOTROPIC_K = 1  # the dimension of the span of the means,
+ISOTROPIC_SCALE = 2.0  # the spread of the means (standard deviation of each core coordinate of a mean),
+ISOTROPIC_SEED = 11  # and the seed of the means and of the span
+
+
+def isotropic_mixture(d: int | None, H: int, k: int = ISOTROPIC_K, sigma2: float = ISOTROPIC_SIGMA2,
+                      scale: float = ISOTROPIC_SCALE, seed: int = ISOTROPIC_SEED) -> SubspaceTarget:
+    """The isotropic Gaussian mixture (1/H) sum_h N(mu_h, sigma^2 I_d) in R^d (the named target `isotropic:<H>`).
+
+    Parameters: H >= 1 components with equal weights, one shared variance sigma^2 > 0, means mu_h = B m_h in a
+    seeded k-dimensional span (1 <= k < d; B a Haar-random d x k frame from `seed`), with core means m_h = scale *
+    g_h, g_h ~ N(0, I_k) drawn from `seed`. d defaults to k + 1.
+
+    Why it is the subspace form: with P = I - B B^T, sigma^2 I_d = B (sigma^2 I_k) B^T + sigma^2 P, so each component
+    N(B m_h, sigma^2 I_d) is the law of B y + w with y ~ N(m_h, sigma^2 I_k) and w ~ N(0, sigma^2 P) independent,
+    and w's law does not depend on h. The mixture is therefore SubspaceTarget(core = (1/H) sum_h N(m_h, sigma^2 I_k),
+    d, floor = sigma^2, basis = B): exactly, not approximately, and exact.subspace measures it in any d (stochastic
+    samplers need k = 1, where the core is a 1-D mixture; deterministic ones take any k through flow Monte Carlo).
+    """
+    for name, value, low in (("H", H, 1), ("k", k, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < low:
+            raise TargetError(f"isotropic mixture: {name} must be an integer >= {low}, got {value!r}")
+    H, k, seed = int(H), int(k), int(seed)
+    for name, value in (("sigma2", sigma2), ("scale", scale)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise TargetError(f"isotropic mixture: {name} must be a finite number > 0, got {value!r}")
+    d = k + 1 if d is None else d
+    if isinstance(d, bool) or not isinstance(d, (int, float)) or int(d) != d or not k < d:
+        raise TargetError(f"isotropic mixture: needs an integer dimension d > k = {k}, got d = {d!r}")
+    gen = torch.Generator().manual_seed(seed)
+    means = float(scale) * torch.randn(H, k, dtype=DTYPE, generator=gen)
+    covs = float(sigma2) * torch.eye(k, dtype=DTYPE).expand(H, k, k).clone()
+    core = GaussianMixture(torch.full((H,), 1.0 / H, dtype=DTYPE), means, covs, f"isotropic-core:{H}")
+    name = f"isotropic:{H}" + ("" if (k, sigma2, scale, seed) == (ISOTROPIC_K, ISOTROPIC_SIGMA2, ISOTROPIC_SCALE,
+                                                                  ISOTROPIC_SEED)
+                               else f"?k={k}&sigma2={sigma2:g}&scale={scale:g}&seed={seed}")
+    return SubspaceTarget(core, int(d), float(sigma2), seed=seed + 1, name=name)
