@@ -176,7 +176,7 @@ def diagonal_output_law(target: GaussianMixture, sampler: Sampler, grid: Grid, i
     ones, the mean plus a probe w of distinct entries and signs); the premise is checked, not assumed: F(c + w) -
     F(c) must equal a * w, which fails for a map that mixes coordinates (then this route refuses and the full
     Gaussian engine applies). This is the Gaussian engine with a diagonal Jacobian: the same numbers up to rounding,
-    at d - 2 points fewer per step and no d x d covariance. Returns (mean, var, the largest premise gap, the
+    from 3 points a step instead of 1 + 2d and no d x d covariance. Returns (mean, var, the largest premise gap, the
     evaluations the run made, counted)."""
     if not target.is_gaussian or not target.diagonal:
         raise DivergenceError(f"the diagonal route needs a diagonal one-component target, {target.name!r} is not one")
