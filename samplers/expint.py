@@ -1,12 +1,16 @@
 """Order-p exponential Runge-Kutta samplers of the probability-flow ODE, `expint:p` (p = 1, 2, 3, 4).
 
-Theory: Huang, Huang, Lin, "Fast convergence for high-order ODE solvers in diffusion probabilistic models" (2025,
-arXiv 2506.13061) bound the TV error of p-th order (exponential) Runge-Kutta schemes for the probability-flow ODE
-by O(d^(7/4) eps_score^(1/2) + d (d H_max)^p), H_max the largest step; their earlier paper (arXiv 2404.09730)
-proves O(d^(3/4) delta^(1/2) + d (d h)^p) for p-th order Runge-Kutta. Both statements are read from the papers'
-abstracts; the papers' own Butcher tableaux could not be read, so this module uses the classical explicit tableaux
-of order p (Butcher, "Numerical Methods for Ordinary Differential Equations", 3rd ed. 2016, section 23), which are
-p-th order Runge-Kutta schemes in the sense of the theorem.
+The scheme used: Lawson's integrating-factor exponential Runge-Kutta (Lawson 1967, SIAM J. Numer. Anal. 4:372) with
+the classical explicit tableau of order p (Butcher, "Numerical Methods for Ordinary Differential Equations", 3rd
+ed. 2016, section 23): p = 1 Euler, p = 2 the explicit midpoint rule, p = 3 Kutta's third-order rule, p = 4 the
+classical fourth-order rule (TABLEAUX below).
+
+The theorem it is held against: Huang, Huang, Lin, "Fast convergence for high-order ODE solvers in diffusion
+probabilistic models" (2025, arXiv 2506.13061) bound the TV error of p-th order (exponential) Runge-Kutta schemes for
+the probability-flow ODE by O(d^(7/4) eps_score^(1/2) + d (d H_max)^p), H_max the largest step; their earlier paper
+(arXiv 2404.09730) proves O(d^(3/4) delta^(1/2) + d (d h)^p) for p-th order Runge-Kutta. Both statements are read from
+the papers' abstracts only. Their own scheme (its tableaux, and whether it is of Lawson type) was not read: the
+scheme here is a textbook one that their theorem plausibly covers, not their scheme.
 
 Notation. Ornstein-Uhlenbeck time t = -log(abar) / 2 (so abar = e^(-2t), and the li2023 grid's step
 1 - alpha is about 2 dt). In reverse time the probability-flow ODE of the VP process reads dY/dr = Y + s(Y, t - r);
@@ -43,6 +47,9 @@ TABLEAUX: dict[int, tuple[tuple[float, ...], tuple[tuple[float, ...], ...], tupl
 }
 
 
+TABLEAU_NAMES = {1: "Euler", 2: "explicit midpoint", 3: "Kutta's third-order rule", 4: "classical fourth-order rule"}
+
+
 def ou_time(abar: Tensor) -> Tensor:
     """Ornstein-Uhlenbeck time t = -log(abar) / 2."""
     return -0.5 * torch.log(abar)
@@ -60,10 +67,11 @@ class ExponentialRungeKutta(Sampler):
         self.tableau = TABLEAUX[p]
         self.info = SamplerInfo(
             f"expint:{p}", stochastic=False, evals_per_step=p, order=float(p),
-            reference="Huang, Huang, Lin 2025 (arXiv 2506.13061), p-th order exponential Runge-Kutta; Lawson 1967; "
-                      f"classical order-{p} tableau (Butcher 2016)",
+            reference=f"Lawson 1967 exponential Runge-Kutta with the classical order-{p} tableau (Butcher 2016); "
+                      "held against Huang, Huang, Lin 2025 (arXiv 2506.13061), whose own scheme was not read",
             theorems=(f"huang2025-rk{p}",),
-            notes="the papers' own tableaux could not be read; classical tableaux of the same order are used",
+            notes=f"tableau: {TABLEAU_NAMES[p]}; not Huang, Huang & Lin's scheme (theirs was not read), a textbook "
+                  "scheme of the same order that their theorem plausibly covers",
         )
 
     @staticmethod

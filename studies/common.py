@@ -58,9 +58,10 @@ import torch
 from exact import DivergenceError
 from samplers.base import SamplerError, get_sampler, sampler_names
 from studies.distributed import SchedulerError, scheduler_value
-from theory.fingerprint import digest
 from studies.front import LIST_HELP, ListAction, StudyParser, _Formatter, integer, real  # noqa: F401  (re-exported)
 from studies.front import device_name as _device_name
+from studies.tables import table_kind
+from theory.fingerprint import digest
 from theory.rates import RateError
 from theory.schedules import ScheduleError
 from theory.targets import TargetError
@@ -352,6 +353,8 @@ FLAGS: dict[str, tuple[Callable[[str], object] | None, str]] = {
     "fresh": (None, "start the results file over: the old one is moved to <file>.bak beside it (an older .bak is "
                     "replaced) and every row is measured anew; without it a rerun reuses each row whose names and "
                     "content key (target, sampler, grid, engine, code) match, and ignores the others"),
+    "table": (table_kind, "also write each of the study's tables as LaTeX (booktabs) or Markdown beside its CSV: "
+                          "DIR/<table>.tex or DIR/<table>.md"),
     "scheduler": (scheduler_value, "where measurements run: 'none' (this process, in order), 'local' (a Dask "
                                    "cluster of local processes), 'auto' (this process, handing over to a local "
                                    "cluster once the work left outweighs its start-up) or the address of a running "

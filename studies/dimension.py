@@ -37,11 +37,11 @@ import torch
 from exact import BATCHED, METHODS, DivergenceError, measure
 from samplers import get_sampler
 from studies.common import (Skip, Study, StudyParser, add_flags, code_digest, integer, real, refuse_unmeasurable,
-                            sampler_list,
-                            study_parser, with_intervals)
+                            sampler_list, study_parser, with_intervals)
+from studies.tables import export_tables
 from theory.bounds import theorems_for
 from theory.catalog import get_target
-from theory.rates import RateError, fit_order
+from theory.rates import MIN_POINTS, RateError, fit_order
 from theory.schedules import make_grid
 
 # family -> (target, exact method, samplers it covers by default)
@@ -72,7 +72,8 @@ SATURATED_TV = 0.5  # TV above this is in its saturating regime, not in the smal
 def build_parser() -> StudyParser:
     parser = study_parser("dimension", __doc__)
     add_flags(parser, several=["sampler"], sampler=None, d=DEFAULT_D, schedule="li2023", T=DEFAULT_T, seed=0,
-              device="cpu", threads=1, out=Path("results/dimension"), no_plot=False, scheduler="auto", workers=None,
+              device="cpu", threads=1, out=Path("results/dimension"), no_plot=False, table=None, scheduler="auto",
+              workers=None,
               batch=None, fresh=False)
     parser.add_argument("--family", nargs="+", default=DEFAULT_FAMILIES, choices=list(FAMILIES),
                         help="target families (samplers default to each family's list)")
@@ -224,7 +225,7 @@ def fit_subspace_exponents(frame: pd.DataFrame) -> list[dict]:
         for (across, held, kind) in (("d", "k", "error_in_d_at_T_k"), ("k", "d", "error_in_k_at_T_d")):
             for (T, fixed), pts in group.groupby(["T", held]):
                 pts = _usable(pts, metric).sort_values(across)
-                if pts[across].nunique() < 3:
+                if pts[across].nunique() < MIN_POINTS:  # no interval below it
                     continue
                 try:
                     fit = fit_order(pts[across].astype(float), pts["value"], decreasing=False, window=len(pts))
@@ -245,7 +246,7 @@ def fit_exponents(frame: pd.DataFrame, tv_level: float, kl_level: float) -> pd.D
         # (1) error ~ d^a at each fixed T
         for T, at_T in group.groupby("T"):
             pts = _usable(at_T, metric).sort_values("d")
-            if pts["d"].nunique() < 3:
+            if pts["d"].nunique() < MIN_POINTS:  # no interval below it
                 continue
             try:
                 fit = fit_order(pts["d"], pts["value"], decreasing=False, window=len(pts))
@@ -273,7 +274,7 @@ def fit_exponents(frame: pd.DataFrame, tv_level: float, kl_level: float) -> pd.D
             if pts["T"].min() / 4 <= t_star <= pts["T"].max() * 4:
                 d_star.append(d)
                 T_star.append(t_star)
-        if len(d_star) >= 3:
+        if len(set(d_star)) >= MIN_POINTS:
             fit = fit_order(d_star, T_star, decreasing=False, window=len(d_star))
             rows.append({"family": family, "sampler": sampler, "metric": metric, "kind": "T_star",
                          "T_or_level": level, "exponent": fit.order, "ci_low": fit.low, "ci_high": fit.high,
@@ -282,52 +283,119 @@ def fit_exponents(frame: pd.DataFrame, tv_level: float, kl_level: float) -> pd.D
     return pd.DataFrame(rows, columns=EXPONENT_COLUMNS)
 
 
-def plot(frame: pd.DataFrame, path: Path) -> None:
-    import matplotlib
+MARKS = {"capped": r"saturated: $\mathrm{TV} \geq 0.5$ (not fitted)",
+         "flagged": "numerical error not small (not fitted)"}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+POWER_STYLES = [":", "--", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 3))]
+
+
+def theorem_powers(samplers, metric: str) -> dict[float, list[str]]:
+    """The d-power of the error at fixed T that each theorem covering these samplers proves (as _proven: a KL
+    theorem enters the TV panel through Pinsker, d^(a/2)), power -> theorem ids, smallest power first."""
+    powers: dict[float, list[str]] = {}
+    for sampler in samplers:
+        for th in theorems_for(sampler):
+            if th.metric == metric:
+                power = th.d_power
+            elif th.metric == "kl" and metric == "tv":
+                power = th.d_power / 2
+            else:
+                continue
+            if math.isfinite(power):
+                ids = powers.setdefault(float(power), [])
+                if th.id not in ids:
+                    ids.append(th.id)
+    return dict(sorted(powers.items()))
+
+
+def _d_fit(points: pd.DataFrame, metric: str):
+    """The d-exponent fit of fit_exponents at one T (error ~ d^a over the usable points), or None where it refuses."""
+    pts = _usable(points, metric).sort_values("d")
+    if pts["d"].nunique() < 3:
+        return None
+    try:
+        return fit_order(pts["d"], pts["value"], decreasing=False, window=len(pts))
+    except RateError:
+        return None
+
+
+def plot(frame: pd.DataFrame, path: Path) -> tuple[list[Path], str]:
+    """Error against d at the largest T, one row of panels (TV, KL) per family; per sampler its points and its
+    fitted d-exponent over the d it was fitted on. Returns the files written and the caption."""
+    from studies.plotting import DOUBLE, draw_fit, legend_below, mark_handles, mark_points, paper_style, save_figure, \
+        subplots
 
     families = [f for f in FAMILIES if f in set(frame["family"])]
-    colours = {name: f"C{i}" for i, name in enumerate(sorted(frame["sampler"].unique()))}
-    fig, axes = plt.subplots(len(families), 2, figsize=(11, 3.6 * len(families)), squeeze=False)
-    for row, family in enumerate(families):
-        sub = frame[frame["family"] == family]
-        T_max = sub["T"].max()
-        for col, metric in enumerate(("tv", "kl")):
-            ax = axes[row, col]
-            at_T = sub[(sub["metric"] == metric) & (sub["T"] == T_max)]
-            if family == "subspace":  # one line per (sampler, k); darker for larger k
+    colours = {name: f"C{i % 10}" for i, name in enumerate(sorted(frame["sampler"].unique()))}
+    marks: list[str] = []
+    every_power = {p for metric in ("tv", "kl") for p in theorem_powers(sorted(frame["sampler"].unique()), metric)}
+    with paper_style():
+        fig, axes = subplots(len(families), 2, width=DOUBLE, height=2.0 * len(families))
+        for row, family in enumerate(families):
+            sub = frame[frame["family"] == family]
+            T_max = sub["T"].max()
+            for col, metric in enumerate(("tv", "kl")):
+                ax = axes[row, col]
+                at_T = sub[(sub["metric"] == metric) & (sub["T"] == T_max)]
                 ks = sorted(at_T["k"].dropna().unique())
-                for (sampler, k), g in at_T.groupby(["sampler", "k"]):
+                groups = at_T.groupby(["sampler", "k"]) if family == "subspace" else \
+                    ((key, g) for key, g in at_T.groupby("sampler"))
+                for key, g in groups:
+                    sampler, k = key if family == "subspace" else (key, None)
                     g = g.sort_values("d")
-                    shade = 0.35 + 0.65 * (ks.index(k) + 1) / len(ks)
-                    ax.errorbar(g["d"], g["value"], yerr=g["numerical_error"], marker="o", ms=3, capsize=2,
-                                color=colours[sampler], alpha=shade,
-                                label=f"{sampler}" if k == ks[-1] else None)
-            for sampler, g in ([] if family == "subspace" else at_T.groupby("sampler")):
-                g = g.sort_values("d")
-                ax.errorbar(g["d"], g["value"], yerr=g["numerical_error"], marker="o", ms=3, capsize=2,
-                            color=colours[sampler], label=sampler)
-            d = np.array(sorted(sub["d"].unique()), float)
-            if len(d) and metric == "tv":
-                ref = sub[(sub["metric"] == metric) & (sub["T"] == T_max) & (sub["d"] == d.min())]["value"]
-                if len(ref):
-                    ax.plot(d, float(ref.median()) * d / d.min(), "k:", lw=1, label="slope d")
-                    ax.plot(d, float(ref.median()) * np.sqrt(d / d.min()), "k--", lw=1, label="slope sqrt(d)")
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xlabel("dimension d")
-            ax.set_ylabel(metric.upper())
-            methods = "/".join(sorted(sub[sub["metric"] == metric]["method"].unique()))
-            what = "k = " + ", ".join(str(int(k)) for k in sorted(sub["k"].dropna().unique())) + " (darker: larger k)" \
-                if family == "subspace" else sub["target"].iloc[0]
-            ax.set_title(f"{family} ({what}), T = {T_max}, {methods}", fontsize=9)
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+                    # the subspace family: one line per (sampler, k), darker for larger k
+                    shade = 1.0 if k is None else 0.35 + 0.65 * (ks.index(k) + 1) / len(ks)
+                    last = k is None or k == ks[-1]
+                    ax.errorbar(g["d"], g["value"], yerr=g["numerical_error"], fmt="none", color=colours[sampler],
+                                alpha=shade)
+                    ax.plot(g["d"], g["value"], marker="o", color=colours[sampler], alpha=shade,
+                            label=sampler if last else None)
+                    flagged = g["flagged"].astype(str).str.lower().eq("true").to_numpy()
+                    if mark_points(ax, g["d"], g["value"], flagged, "flagged", colours[sampler]):
+                        marks.append("flagged")
+                    if metric == "tv" and mark_points(ax, g["d"], g["value"], (g["value"] >= SATURATED_TV).to_numpy()
+                                                      & ~flagged, "capped", colours[sampler]):
+                        marks.append("capped")
+                    if last:
+                        what = (f"{family}: " if len(families) > 1 else "") + f"{sampler} {metric.upper()}" \
+                            + ("" if k is None else f" k={int(k)}")
+                        draw_fit(ax, _d_fit(g, metric), decreasing=False, symbol="d", prefix=f"{what} fit",
+                                 color=colours[sampler])
+                d = np.array(sorted(sub["d"].unique()), float)
+                ref = at_T[at_T["d"] == d.min()]["value"] if len(d) else []
+                if len(ref):  # each d-power a theorem proves here, through the median error at the smallest d
+                    for power, ids in theorem_powers(sorted(at_T["sampler"].unique()), metric).items():
+                        ax.plot(d, float(np.median(ref)) * (d / d.min()) ** power, color="0.35", lw=0.7,
+                                ls=POWER_STYLES[sorted(every_power).index(power) % len(POWER_STYLES)],
+                                label=f"{metric.upper()} $d^{{{power:g}}}$: "
+                                + ",\n    ".join(", ".join(ids[i : i + 2]) for i in range(0, len(ids), 2)))
+                ax.set_xscale("log", base=2)
+                ax.set_yscale("log")
+                ax.set_xlabel("dimension $d$")
+                ax.set_ylabel(r"$\mathrm{TV}$" if metric == "tv" else r"$\mathrm{KL}$")
+                methods = "/".join(sorted(sub[sub["metric"] == metric]["method"].unique()))
+                what = ("$k$ = " + ", ".join(str(int(k)) for k in ks)) if family == "subspace" \
+                    else sub["target"].iloc[0]
+                ax.set_title(f"{family} ({what}), $T$ = {T_max}, {methods}")
+                ax.grid(True, which="both")
+        legend_below(fig, list(axes.flat), extra=mark_handles(marks, MARKS))
+        written = save_figure(fig, path)
+    text = ("Exact error against the dimension d at the largest T of each family (rows: "
+            + ", ".join(families) + "; left TV, right KL), with the engine's numerical error as error bars. "
+            "Broad translucent lines: the least-squares d-exponent (error ~ d^a) over the d it was fitted on, "
+            "with its 95% interval in the legend (the exponents table lists them at every T, next to each "
+            "theorem's d-power); no line where too few d are usable. Grey lines: the d-power each theorem covering "
+            "these samplers proves for this metric (d^a; a KL theorem's d^(a/2) in the TV panels, through Pinsker), "
+            "with the theorems' theory.bounds ids in the legend, drawn through the median error at the smallest d.")
+    if "subspace" in families:
+        text += (" Subspace family: one line per intrinsic dimension k, darker for larger k; the fit drawn is the "
+                 "largest k's.")
+    if "capped" in marks:
+        text += (" Hollow squares: TV at or above 0.5, in its saturating regime, left out of the fits.")
+    if "flagged" in marks:
+        text += " Crosses: the numerical error is not well below the value; left out of the fits."
+    return written, text
 
 
 def summarise(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
@@ -341,12 +409,15 @@ def report(frame: pd.DataFrame, exponents: pd.DataFrame, args: argparse.Namespac
     print(f"d-exponents (error ~ d^a at fixed T; T* ~ d^b at TV = {args.tv_level}, KL = {args.kl_level}), "
           "next to the theorems' d-powers:")
     print(with_intervals(exponents).to_string(index=False) if len(exponents) else "(too few usable points for any fit)")
-    return [args.out / "exponents.csv"]
+    return [args.out / "exponents.csv", *export_tables({"exponents": with_intervals(exponents)}, args)]
 
 
 def figures(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
-    plot(frame, args.out / "dimension.png")
-    return [args.out / "dimension.png"]
+    from studies.plotting import caption
+
+    written, text = plot(frame, args.out / "dimension.png")
+    print(caption(text))
+    return written
 
 
 STUDY = Study("dimension", build_parser, "dimension.csv", COLUMNS, KEY, jobs, work, summarise, report, figures)

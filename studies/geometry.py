@@ -32,6 +32,7 @@ import torch
 from samplers.base import CountingModel, ExactModel
 from samplers.solvers import EDMView
 from studies.common import Study, StudyParser, add_flags, code_digest, integer, study_parser
+from studies.tables import export_tables
 from theory import solver_grids  # noqa: F401  (registers the polynomial grid)
 from theory.catalog import get_target
 from theory.schedules import make_grid
@@ -95,7 +96,7 @@ def build_parser() -> StudyParser:
     add_flags(parser, aliases={"target": ["--targets"]},
               types={"d": integer(3, why="in d <= 2 a trajectory is trivially planar")}, target=["gaussian", "mixture"],
               d=[8, 32, 128], seed=0, device="cpu", threads=None, out=Path("results/geometry"), no_plot=False,
-              scheduler="auto", workers=None, fresh=False)
+              scheduler="auto", workers=None, table=None, fresh=False)
     parser.add_argument("--trajectories", type=integer(2), default=256, help="trajectories per target and d")
     parser.add_argument("--steps", type=integer(2), default=256, help="Heun steps of the accurate trajectories")
     parser.add_argument("--coords", choices=["edm", "vp"], default="edm",
@@ -154,41 +155,54 @@ def work(job: Job) -> list[dict]:
     return rows
 
 
-def plot(frame: pd.DataFrame, args, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot(frame: pd.DataFrame, args, path: Path) -> tuple[list[Path], str]:
+    """Left: the variance left outside the top k principal components against d; then, per target, a few
+    trajectories projected on their own top two components. Returns the files written and the caption."""
+    from studies.plotting import DOUBLE, mark_points, paper_style, save_figure, subplots
 
     names = list(dict.fromkeys(frame["target"]))
-    fig, axes = plt.subplots(1, 1 + len(names), figsize=(4.2 * (1 + len(names)), 3.8))
-    ax = axes[0]
-    for (name, k), part in frame.groupby(["target", "k"]):
-        part = part.sort_values("d")
-        residual = (1 - part["mean"]).clip(lower=1e-16)
-        ax.errorbar(part["d"], residual, yerr=[(part["ci_high"] - part["mean"]).clip(upper=residual * 0.999),
-                                               part["mean"] - part["ci_low"]],
-                    fmt="-o", ms=3, capsize=2, label=f"{name}, top {k}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("dimension d")
-    ax.set_ylabel("variance left outside the top k PCs")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both")
-    for ax, name in zip(axes[1:], names):
-        d = int(frame[frame["target"] == name]["d"].max())
-        target = build_target(name, d, "cpu")
-        paths = trajectories(target, 4, args.steps, args.seed, args.coords)
-        for j in range(paths.shape[1]):
-            X = paths[:, j, :] - paths[:, j, :].mean(0)
-            _, _, V = torch.linalg.svd(X, full_matrices=False)
-            proj = X @ V[:2].T
-            ax.plot(proj[:, 0], proj[:, 1], "-", lw=1)
-            ax.plot(proj[0, 0], proj[0, 1], "k.", ms=4)
-        ax.set_title(f"{name}, d={d}: trajectories on their top-2 PCs", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    floored = False
+    with paper_style():
+        fig, axes = subplots(1, 1 + len(names), width=DOUBLE, height=DOUBLE / (1 + len(names)) + 0.3)
+        axes = list(axes[0])
+        ax = axes[0]
+        for (name, k), part in frame.groupby(["target", "k"]):
+            part = part.sort_values("d")
+            residual = (1 - part["mean"]).clip(lower=1e-16)
+            ax.errorbar(part["d"], residual, yerr=[(part["ci_high"] - part["mean"]).clip(upper=residual * 0.999),
+                                                   part["mean"] - part["ci_low"]],
+                        fmt="-o", label=f"{name}, top {k}")
+            if mark_points(ax, part["d"], residual, (1 - part["mean"]).to_numpy() <= 1e-16, "capped", "k"):
+                floored = True
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("dimension $d$")
+        ax.set_ylabel(r"variance outside the top $k$ PCs")
+        ax.legend()
+        ax.grid(True, which="both")
+        for ax, name in zip(axes[1:], names):
+            d = int(frame[frame["target"] == name]["d"].max())
+            target = build_target(name, d, "cpu")
+            paths = trajectories(target, 4, args.steps, args.seed, args.coords)
+            for j in range(paths.shape[1]):
+                X = paths[:, j, :] - paths[:, j, :].mean(0)
+                _, _, V = torch.linalg.svd(X, full_matrices=False)
+                proj = X @ V[:2].T
+                ax.plot(proj[:, 0], proj[:, 1], "-")
+                ax.plot(proj[0, 0], proj[0, 1], "k.")
+            ax.set_title(f"{name}, $d$ = {d}: top-2 PCs")
+            ax.set_xlabel("PC 1")
+            ax.set_ylabel("PC 2")
+        written = save_figure(fig, path)
+    text = (f"Left: share of each sampling trajectory's variance left outside its top k principal components "
+            f"(1 - share; mean over {args.trajectories} trajectories of {args.steps} Heun steps in {args.coords} "
+            "coordinates, with the 95% interval of the mean), against the dimension d, one line per target and k. "
+            "Other panels: four trajectories of each target at its largest d, projected on their own top two "
+            "principal components; a black dot marks each start.")
+    if floored:
+        text += (" Hollow squares: no variance left at all (k = d, or below rounding), drawn at 1e-16 so that the "
+                 "log scale can show them.")
+    return written, text
 
 
 def summarise(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
@@ -203,12 +217,15 @@ def report(frame: pd.DataFrame, table: pd.DataFrame, args: argparse.Namespace) -
         print(f"  {row['target']:>9s} d={int(row['d']):4d} top {int(row['k'])}: {row['mean']:.8f} "
               f"[{row['ci_low']:.8f}, {row['ci_high']:.8f}]  residual {1 - row['mean']:.2e}  "
               f"quantiles [{row['q025']:.8f}, {row['q975']:.8f}]")
-    return []
+    return export_tables({"geometry": table}, args)
 
 
 def figures(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
-    plot(frame, args, args.out / "geometry.png")
-    return [args.out / "geometry.png"]
+    from studies.plotting import caption
+
+    written, text = plot(frame, args, args.out / "geometry.png")
+    print(caption(text))
+    return written
 
 
 STUDY = Study("geometry", build_parser, "geometry.csv", COLUMNS, KEY, jobs, work, summarise, report, figures)

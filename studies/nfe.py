@@ -48,6 +48,7 @@ from samplers.amed import AMEDPlugin, AMEDSolver, load_predictor, save_predictor
 from samplers.base import ExactModel, SamplerError
 from studies.common import (Study, StudyParser, add_flags, code_digest, integer, refuse_unmeasurable, sampler_list,
                             study_parser)
+from studies.tables import export_tables
 from theory import solver_grids
 from theory.catalog import get_target
 
@@ -66,7 +67,7 @@ def build_parser() -> StudyParser:
     parser = study_parser("nfe", __doc__)
     add_flags(parser, aliases={"sampler": ["--solvers"]}, types={"nfe": integer(2)}, sampler=SOLVERS,
               target="mix1d", d=None, nfe=list(range(3, 11)), seed=0, device="cpu", threads=None,
-              out=Path("results/nfe"), no_plot=False, scheduler="auto", workers=None, fresh=False)
+              out=Path("results/nfe"), no_plot=False, table=None, scheduler="auto", workers=None, fresh=False)
     parser.add_argument("--grid", default="recommended", choices=["recommended", "li2023", *GRIDS],
                         help="table 1's grid: each solver's recommended one, or this one for every solver (li2023: "
                         "the seed paper's grid, as studies.rates uses)")
@@ -286,53 +287,62 @@ def headline(frame: pd.DataFrame, nfe: int = 5) -> str:
     return text
 
 
-def plot(frame: pd.DataFrame, path: Path, table: str, grid: str = "recommended") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot(frame: pd.DataFrame, path: Path, table: str, grid: str = "recommended") -> tuple[list[Path], str]:
+    """Table 1 (each solver on its grid: KL and TV against NFE) or Table 2 (one panel per solver, a line per grid)
+    as a figure. Returns the files written and the caption."""
+    from studies.plotting import DOUBLE, legend_below, paper_style, save_figure, subplots
 
     ok = frame[(frame["table"] == table) & (frame["status"] == "ok")].copy()
     ok["kl"], ok["tv"] = ok["kl"].astype(float), ok["tv"].astype(float)
-    if table == "recommended":
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        colours = plt.get_cmap("tab20").colors  # more solvers than the default cycle has colours
-        markers = "o.sD^v<>Ph*X"
-        for metric, ax in zip(("kl", "tv"), axes):
-            every = sorted(frame["nfe"].unique())
-            for i, (label, part) in enumerate(ok.groupby("label")):
-                part = part.set_index("nfe").reindex(every).reset_index()  # gaps (n/i) break the line
-                line = "-" if label.startswith("AMED") else "--"
-                ax.errorbar(part["nfe"], part[metric], yerr=part[f"{metric}_error"].astype(float), fmt=line,
-                            marker=markers[i % len(markers)], markersize=4, color=colours[i % len(colours)],
-                            label=label, capsize=2)
-            ax.set_yscale("log")
-            ax.set_xlabel("NFE")
-            ax.set_ylabel("exact KL(p || q)" if metric == "kl" else "exact TV")
-            ax.grid(alpha=0.3, which="both")
-        axes[1].legend(fontsize=7, ncol=2)
-        where = "their recommended grids" if grid == "recommended" else f"the {grid} grid"
-        fig.suptitle(f"Solvers on {where}, target {ok['target'].iloc[0] if len(ok) else ''}")
-    else:
-        solvers = sorted(ok["sampler"].unique())
-        cols = 4
-        rows = math.ceil(len(solvers) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False, sharey=True)
-        for ax, name in zip(axes.flat, solvers):
-            for grid, part in ok[ok["sampler"] == name].groupby("grid"):
-                part = part.set_index("nfe").reindex(sorted(frame["nfe"].unique())).reset_index()
-                ax.plot(part["nfe"], part["kl"], "-o", ms=3, label=grid)
-            ax.set_title(LABELS.get(name, name), fontsize=9)
-            ax.set_yscale("log")
-            ax.grid(alpha=0.3)
-        for ax in axes.flat[len(solvers):]:
-            ax.axis("off")
-        axes.flat[0].legend(fontsize=6)
-        fig.supxlabel("NFE")
-        fig.supylabel("exact KL")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    refused = frame[(frame["table"] == table) & (frame["status"] == "not-invertible")]
+    every = sorted(frame["nfe"].unique())
+    with paper_style():
+        if table == "recommended":
+            fig, axes = subplots(1, 2, width=DOUBLE, height=2.4)
+            import matplotlib.pyplot as plt
+
+            colours = plt.get_cmap("tab20").colors  # more solvers than the default cycle has colours
+            markers = "o.sD^v<>Ph*X"
+            for metric, ax in zip(("kl", "tv"), axes[0]):
+                for i, (label, part) in enumerate(ok.groupby("label")):
+                    part = part.set_index("nfe").reindex(every).reset_index()  # gaps (n/i) break the line
+                    line = "-" if label.startswith("AMED") else "--"
+                    ax.errorbar(part["nfe"], part[metric], yerr=part[f"{metric}_error"].astype(float), fmt=line,
+                                marker=markers[i % len(markers)], color=colours[i % len(colours)], label=label)
+                ax.set_yscale("log")
+                ax.set_xlabel("NFE")
+                ax.set_ylabel(r"exact $\mathrm{KL}(p\,\|\,q)$" if metric == "kl" else r"exact $\mathrm{TV}$")
+                ax.grid(True, which="both")
+            legend_below(fig, [axes[0][0]])
+            where = "their recommended grids" if grid == "recommended" else f"the {grid} grid"
+            text = (f"Exact KL (left) and TV (right) of each solver on {where} against the number of model "
+                    f"evaluations (NFE), target {ok['target'].iloc[0] if len(ok) else ''}; error bars: the engine's "
+                    "numerical error; solid lines: AMED variants, dashed: the other solvers.")
+        else:
+            solvers = sorted(ok["sampler"].unique())
+            cols = 4
+            rows = max(1, math.ceil(len(solvers) / cols))
+            fig, axes = subplots(rows, cols, width=DOUBLE, height=1.45 * rows + 0.3, sharey=True)
+            for ax, name in zip(axes.flat, solvers):
+                for grid_name, part in ok[ok["sampler"] == name].groupby("grid"):
+                    part = part.set_index("nfe").reindex(every).reset_index()
+                    ax.plot(part["nfe"], part["kl"], "-o", label=grid_name)
+                ax.set_title(LABELS.get(name, name))
+                ax.set_yscale("log")
+                ax.grid(True)
+            for ax in axes.flat[len(solvers):]:
+                ax.axis("off")
+            for ax in axes.flat[:len(solvers)]:
+                ax.set_xlabel("NFE")
+            for ax in axes[:, 0]:
+                ax.set_ylabel(r"exact $\mathrm{KL}$")
+            legend_below(fig, list(axes.flat))
+            text = ("Exact KL against NFE, one panel per solver, one line per step grid (Table 2 as a figure).")
+        written = save_figure(fig, path)
+    if len(refused):
+        text += (" A gap in a line is a budget at which the solver's map is not invertible (n/i in the table: no "
+                 "change-of-variables density, so no exact value) or that no grid reaches.")
+    return written, text
 
 
 def summarise(frame: pd.DataFrame, args: argparse.Namespace) -> str:
@@ -356,15 +366,22 @@ def report(frame: pd.DataFrame, line: str, args: argparse.Namespace) -> list[Pat
         print("\nTable 2: exact KL, every solver on every grid")
         print(format_table(grids.assign(row=grids["sampler"] + " / " + grids["grid"]), "kl", "row").to_string())
     print("\n" + line)
-    return []
+    tables = {"nfe_kl": format_table(rec, "kl", "label"), "nfe_tv": format_table(rec, "tv", "label")}
+    if not grids.empty:
+        tables["nfe_grids"] = format_table(grids.assign(row=grids["sampler"] + " / " + grids["grid"]), "kl", "row")
+    return export_tables({name: table.reset_index() for name, table in tables.items()}, args)
 
 
 def figures(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
-    plot(frame, args.out / "nfe.png", "recommended", args.grid)
+    from studies.plotting import caption
+
+    written, text = plot(frame, args.out / "nfe.png", "recommended", args.grid)
+    print(caption(text))
     if (frame["table"] == "grids").any():
-        plot(frame, args.out / "nfe_grids.png", "grids")
-        return [args.out / "nfe.png", args.out / "nfe_grids.png"]
-    return [args.out / "nfe.png"]
+        more, text = plot(frame, args.out / "nfe_grids.png", "grids")
+        print(caption(text))
+        written += more
+    return written
 
 
 STUDY = Study("nfe", build_parser, "nfe.csv", COLUMNS, KEY, jobs, work, summarise, report, figures)

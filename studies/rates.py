@@ -10,6 +10,13 @@ covers the sampler and the constant that theorem would need on these data), and 
 measurement, appended as it finishes: an interrupted run resumes where it stopped), DIR/orders.csv and
 DIR/rates.png.
 
+The verdicts are theory.rates.Verdict objects (metric_verdicts), which the line, orders.csv and the figure all read:
+each says how many points its fit used and over which window; the step-size order is read against the declared
+order ('agrees', 'above', 'below'), each theorem's needed constant as 'steady', 'falling' or 'rising', each word
+only where the 95% interval excludes the others ('undecided' otherwise); with fewer than theory.rates.MIN_POINTS
+trustworthy T the verdict says "too few T to decide", with no order and no trend word. orders.csv: one row per fit,
+with its points, window (window_low, window_high), intercept (log C of the fitted line) and decision.
+
 Path metrics: `--metric kl_path` (KL of the forward process's path law against the sampler's chain on the grid's
 levels, the quantity Girsanov-type proofs bound; an upper bound on the output's kl_reverse) and `kl_path_sampler`
 (the other direction, an upper bound on the output's kl) come from the path-KL engine (exact.path_kl: closed form
@@ -60,15 +67,16 @@ from studies.common import (
     sampler_list,
     study_parser,
 )
-from theory.bounds import check_bound, theorems_for
+from studies.tables import export_tables
+from theory.bounds import BoundCheck, Theorem, check_bound, theorems_for
 from theory.catalog import get_target
-from theory.rates import RateError, fit_order, local_slopes
+from theory.rates import TOO_FEW, RateError, Verdict, fit_order, local_slopes, order_verdict
 
 COLUMNS = ["sampler", "schedule", "target", "d", "T", "nfe", "metric", "value", "numerical_error", "method", "init",
            "init_error", "max_step", "capped", "seed", "flagged"]
 KEY = ["sampler", "schedule", "target", "d", "T", "init", "seed", "metric"]
-ORDER_COLUMNS = ["sampler", "metric", "against", "order", "ci_low", "ci_high", "points", "proven_order", "theorem",
-                 "needed_constant_last", "constant_trend"]
+ORDER_COLUMNS = ["sampler", "metric", "against", "order", "ci_low", "ci_high", "points", "window_low", "window_high",
+                 "intercept", "decision", "proven_order", "theorem", "needed_constant_last", "constant_trend"]
 DEFAULT_T = powers_of_two(8, 1024)
 KNOWN_METRICS = ("tv", "kl", "kl_reverse", "w2", "kl_path", "kl_path_sampler")
 PATH_METRICS = ("kl_path", "kl_path_sampler")  # from the path-KL engine, not the output engines
@@ -80,7 +88,7 @@ def build_parser() -> StudyParser:
     add_flags(parser, sampler=["ode-accel"], target="mix1d", d=None, schedule="li2023", T=DEFAULT_T,
               metric=["tv", "kl"], seed=0, draws=1, device="cpu", threads=1, out=Path("results/rates"), no_plot=False,
               scheduler="auto", workers=None,
-              batch=None, fresh=False)
+              batch=None, table=None, fresh=False)
     parser.add_argument("--init", default="exact", choices=["exact", "gaussian"],
                         help="start from q_T exactly or from N(0, I)")
     parser.add_argument("--method", default="auto", choices=["auto", *METHODS],
@@ -267,68 +275,122 @@ def _measure_job(job: Job, target, sampler, grid, result: dict) -> None:
                               samples=PATH_SAMPLES, compare=False))
 
 
-def fit_orders(frame: pd.DataFrame, window: int | None) -> tuple[pd.DataFrame, list[str]]:
-    """Orders per sampler and metric (against T, against step size, log factors divided out) and verdict lines."""
-    order_rows, verdicts = [], []
+@dataclass(frozen=True)
+class TheoremVerdict:
+    """A theorem held against one sampler's metric: the constant it needs and its trend (check.verdict), the
+    order after dividing the theorem's log factor (against: 'T' or 'T/log^k'), and any polylog note."""
+
+    theorem: Theorem
+    check: BoundCheck
+    order: Verdict
+    against: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class MetricVerdict:
+    """Everything the verdict line, orders.csv and the figure say about one sampler's metric."""
+
+    sampler: str
+    metric: str
+    d: int
+    Ts: tuple[float, ...]  # the trustworthy T (unflagged, positive value)
+    in_T: Verdict
+    in_step: Verdict  # against the largest step size, compared with the declared order
+    declared: float
+    theorems: tuple[TheoremVerdict, ...] = ()
+
+
+def metric_verdicts(frame: pd.DataFrame, window: int | None) -> list[MetricVerdict]:
+    """The verdicts of every sampler and metric of a measured frame (rows with a value)."""
+    out = []
     for sampler_name, group in frame.groupby("sampler", sort=False):
         d = int(group["d"].iloc[0])
-        declared = get_sampler(sampler_name).info.order
-        parts = []
+        declared_tv = get_sampler(sampler_name).info.order
         for metric, rows in group.groupby("metric", sort=False):
             rows = rows.sort_values("T")
             usable = rows[(~rows["flagged"].astype(str).str.lower().eq("true")) & (rows["value"] > 0)]
-            if len(usable) < 2:
-                parts.append(f"{metric.upper()}: too few trustworthy points")
-                continue
             Ts, values = usable["T"].to_numpy(float), usable["value"].to_numpy(float)
-            try:
-                in_T = fit_order(Ts, values, window=window)
-            except RateError as err:
-                parts.append(f"{metric.upper()}: {err}")
-                continue
-            base = {"sampler": sampler_name, "metric": metric, "points": in_T.points}
-            order_rows.append({**base, "against": "T", "order": in_T.order, "ci_low": in_T.low, "ci_high": in_T.high,
-                               "proven_order": "", "theorem": ""})
             # The declared order is TV's; KLs behave like TV^2 for smooth discrepancies, so they expect twice that.
-            expected = declared if metric in ("tv", "w2") else 2 * declared
-            try:
-                in_h = fit_order(usable["max_step"].to_numpy(float), values, decreasing=False, window=window)
-                order_rows.append({**base, "against": "max_step", "order": in_h.order, "ci_low": in_h.low,
-                                   "ci_high": in_h.high, "proven_order": expected, "theorem": "declared"})
-                in_step = f"{in_h} in step size"
-            except RateError as err:
-                in_step = f"no order in step size ({err})"
-            text = f"{metric.upper()} order {in_T} in T, {in_step} (declared {expected:g})"
-            claims = []
-            for theorem in theorems_for(sampler_name, "kl" if metric == "kl_path" else metric):
-                if metric == "kl_path" and theorem.bound == "lower":
-                    continue  # a lower bound on the output KL says nothing about the path KL's shape
-                check = check_bound(theorem, Ts, d, values, window=window)
-                logs = theorem.log_power
-                stripped, against, shown = in_T, "T", ""
-                if math.isfinite(logs) and logs > 0:
-                    stripped = fit_order(Ts, values / np.log(Ts) ** logs, window=window)
-                    against, shown = f"T/log^{logs:g}", f" ({stripped} after dividing log^{logs:g} T)"
-                elif math.isnan(logs) and check.trend == "rising" and len(Ts) >= 3:
-                    # "polylog": how many powers of log T the shape would need for a steady constant.
-                    needed = fit_order(np.log(Ts), check.constants, decreasing=False, window=window,
-                                       asymptotic="large")
-                    shown = f" (polylog: the data need log^{needed.order:.1f} T)"
-                order_rows.append({**base, "against": against, "order": stripped.order, "ci_low": stripped.low,
-                                   "ci_high": stripped.high, "proven_order": theorem.order, "theorem": theorem.id,
-                                   "needed_constant_last": check.last, "constant_trend": check.trend})
-                if theorem.bound == "lower":
-                    claims.append(f"{theorem.id} proves no sampler of its kind beats order {theorem.order:g} (a lower "
-                                  f"bound){shown}, its constant {check.last:.3g} ({check.trend}; falling would "
-                                  "contradict it)")
-                else:
-                    claims.append(f"{theorem.id} proves {theorem.order:g}{shown}, needed constant {check.last:.3g} "
-                                  f"({check.trend})")
-            if claims:
-                text += "; " + "; ".join(claims)
-            parts.append(text)
-        verdicts.append(f"verdict {sampler_name}: " + " | ".join(parts))
-    return pd.DataFrame(order_rows, columns=ORDER_COLUMNS), verdicts
+            declared = declared_tv if metric in ("tv", "w2") else 2 * declared_tv
+            in_T = order_verdict(Ts, values, window=window)
+            in_step = order_verdict(usable["max_step"].to_numpy(float), values, decreasing=False, window=window,
+                                    expected=declared, subject="h")
+            theorems = []
+            if in_T.decision != TOO_FEW:
+                for theorem in theorems_for(sampler_name, "kl" if metric == "kl_path" else metric):
+                    if metric == "kl_path" and theorem.bound == "lower":
+                        continue  # a lower bound on the output KL says nothing about the path KL's shape
+                    theorems.append(_theorem_verdict(theorem, Ts, d, values, in_T, window))
+            out.append(MetricVerdict(sampler_name, metric, d, tuple(Ts), in_T, in_step, declared, tuple(theorems)))
+    return out
+
+
+def _theorem_verdict(theorem: Theorem, Ts, d: int, values, in_T: Verdict, window) -> TheoremVerdict:
+    check = check_bound(theorem, Ts, d, values, window=window)
+    logs = theorem.log_power
+    if math.isfinite(logs) and logs > 0:
+        stripped = order_verdict(Ts, values / np.log(Ts) ** logs, window=window)
+        return TheoremVerdict(theorem, check, stripped, f"T/log^{logs:g}",
+                              f" ({stripped.fit} after dividing log^{logs:g} T)")
+    note = ""
+    if math.isnan(logs) and check.trend == "rising":
+        # "polylog": how many powers of log T the shape would need for a steady constant (a rising trend is a
+        # decided one, so the window holds enough points for this fit too).
+        needed = fit_order(np.log(Ts), check.constants, decreasing=False, window=window, asymptotic="large")
+        note = f" (polylog: the data need log^{needed.order:.1f} T)"
+    return TheoremVerdict(theorem, check, in_T, "T", note)
+
+
+def _order_row(base: dict, against: str, verdict: Verdict, **extra) -> dict:
+    """An orders.csv row: the fit's order and interval only where it has one (no number from too few points)."""
+    fit = verdict.fit  # a fit from too few points has no interval, so no order either
+    shown = fit is not None and fit.has_interval
+    return {**base, "against": against, "order": fit.order if shown else "", "ci_low": fit.low if shown else "",
+            "ci_high": fit.high if shown else "", "points": verdict.points,
+            "window_low": verdict.window[0] if verdict.window else "",
+            "window_high": verdict.window[-1] if verdict.window else "",
+            "intercept": fit.intercept if shown else "", "decision": verdict.decision, **extra}
+
+
+def fit_orders(frame: pd.DataFrame, window: int | None) -> tuple[pd.DataFrame, list[str]]:
+    """Orders per sampler and metric (against T, against step size, log factors divided out) and verdict lines,
+    both read from metric_verdicts."""
+    order_rows, lines, parts = [], [], {}
+    for v in metric_verdicts(frame, window):
+        base = {"sampler": v.sampler, "metric": v.metric}
+        order_rows.append(_order_row(base, "T", v.in_T, proven_order="", theorem=""))
+        if v.in_T.decision == TOO_FEW or v.in_T.fit is None:
+            parts.setdefault(v.sampler, []).append(f"{v.metric.upper()}: {v.in_T}")
+            continue
+        order_rows.append(_order_row(base, "max_step", v.in_step, proven_order=v.declared, theorem="declared"))
+        if v.in_step.decision == TOO_FEW:
+            in_step = f"in step size {v.in_step}"
+        elif v.in_step.fit is None:
+            in_step = f"no order in step size ({v.in_step.reason})"
+        else:
+            in_step = f"{v.in_step.fit} in step size (declared {v.declared:g}: {v.in_step.word})"
+        text = f"{v.metric.upper()} order {v.in_T.fit} in T ({v.in_T.span}), {in_step}"
+        claims = []
+        for t in v.theorems:
+            check = t.check
+            # a theorem's row is decided by its constant's trend
+            order_rows.append(_order_row(base, t.against, t.order, proven_order=t.theorem.order, theorem=t.theorem.id,
+                                         needed_constant_last=check.last, constant_trend=check.trend,
+                                         decision=check.trend))
+            if t.theorem.bound == "lower":
+                claims.append(f"{t.theorem.id} proves no sampler of its kind beats order {t.theorem.order:g} (a "
+                              f"lower bound){t.note}, its constant {check.last:.3g} ({check.verdict.word}; falling "
+                              "would contradict it)")
+            else:
+                claims.append(f"{t.theorem.id} proves {t.theorem.order:g}{t.note}, needed constant {check.last:.3g} "
+                              f"({check.verdict.word})")
+        if claims:
+            text += "; " + "; ".join(claims)
+        parts.setdefault(v.sampler, []).append(text)
+    for sampler_name, texts in parts.items():
+        lines.append(f"verdict {sampler_name}: " + " | ".join(texts))
+    return pd.DataFrame(order_rows, columns=ORDER_COLUMNS), lines
 
 
 def print_table(frame: pd.DataFrame, out=None) -> None:
@@ -361,70 +423,128 @@ def print_table(frame: pd.DataFrame, out=None) -> None:
         print("(! : numerical error not well below the value; left out of the fits)", file=out)
 
 
-def plot(frame: pd.DataFrame, path: Path) -> None:
-    import matplotlib
+# p: the sampler's output law, q: the true law at the grid's last level (shared/spec/metrics.md)
+METRIC_LABELS = {"tv": r"$\mathrm{TV}$", "kl": r"$\mathrm{KL}(p\,\|\,q)$", "kl_reverse": r"$\mathrm{KL}(q\,\|\,p)$",
+                 "w2": r"$W_2$", "kl_path": r"path $\mathrm{KL}$", "kl_path_sampler": r"path $\mathrm{KL}$ (sampler)"}
+THEOREM_STYLES = [":", (0, (1, 1)), (0, (4, 1, 1, 1)), (0, (1, 2, 1, 2, 4, 2))]  # one per theorem of a sampler
+MARKS = {"capped": r"$\beta$ capped at 0.5 (small $T$)", "flagged": "numerical error not small (not fitted)"}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-    import numpy as np
+
+def _is_flagged(rows: pd.DataFrame) -> np.ndarray:
+    return rows["flagged"].astype(str).str.lower().eq("true").to_numpy()
+
+
+def _fit(x, values, decreasing: bool, window: int | None):
+    """The fit the verdict reports (theory.rates.fit_order on the trustworthy points), or None where it refuses."""
+    try:
+        return fit_order(x, values, decreasing=decreasing, window=window)
+    except RateError:
+        return None
+
+
+def plot(frame: pd.DataFrame, path: Path, window: int | None = None) -> tuple[list[Path], str]:
+    """Exact errors against T (one panel per metric) and the first metric against the largest step size h; per
+    sampler its points, its fitted order over the fit window, and each theorem's shape scaled by the constant it
+    needs at the largest T. Returns the files written and the caption."""
+    from studies.plotting import (DOUBLE, draw_fit, legend_below, log_ticks_125, mark_handles, mark_points, paper_style,
+                                  save_figure, subplots, theorem_label)
 
     metrics = list(dict.fromkeys(frame["metric"]))
-    fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(5.0 * (len(metrics) + 1), 4.2), squeeze=False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, metric in zip(axes[0], metrics):
-        sub = frame[frame["metric"] == metric]
-        all_T = np.array(sorted(set(sub["T"])), float)
-        for i, (name, rows) in enumerate(sub.groupby("sampler", sort=False)):
-            rows = rows.sort_values("T")
-            colour = colours[i % len(colours)]
-            ax.errorbar(rows["T"], rows["value"], yerr=rows["numerical_error"], marker="o", ms=3.5, lw=1.3,
-                        color=colour, label=name, capsize=2)
-            d = int(rows["d"].iloc[0])
-            for theorem in theorems_for(name, metric):
+    marks: list[str] = []
+    fitted = abstained = 0
+    with paper_style():
+        panels = len(metrics) + 1
+        fig, axes = subplots(1, panels, width=DOUBLE, height=2.1)
+        axes = list(axes[0])
+        colours = [f"C{i}" for i in range(10)]
+        names = list(dict.fromkeys(frame["sampler"]))
+        for ax, metric in zip(axes, metrics):
+            sub = frame[frame["metric"] == metric]
+            all_T = np.array(sorted(set(sub["T"])), float)
+            for name, rows in sub.groupby("sampler", sort=False):
+                rows = rows.sort_values("T")
+                colour = colours[names.index(name) % len(colours)]
+                ax.errorbar(rows["T"], rows["value"], yerr=rows["numerical_error"], fmt="none", color=colour)
+                ax.plot(rows["T"], rows["value"], marker="o", color=colour, label=name)
+                flagged = _is_flagged(rows)
+                capped = rows["capped"].to_numpy(float) > 0
+                if mark_points(ax, rows["T"], rows["value"], capped, "capped", colour):
+                    marks.append("capped")
+                if mark_points(ax, rows["T"], rows["value"], flagged, "flagged", colour):
+                    marks.append("flagged")
+                usable = rows[~flagged & (rows["value"] > 0).to_numpy()]
+                fit = _fit(usable["T"].to_numpy(float), usable["value"].to_numpy(float), True, window) \
+                    if len(usable) >= 2 else None
+                if draw_fit(ax, fit, decreasing=True, symbol="T", prefix=f"{name} {metric.upper()} fit",
+                            color=colour):
+                    fitted += 1
+                else:
+                    abstained += 1
+                d = int(rows["d"].iloc[0])
                 Ts, vals = rows["T"].to_numpy(float), rows["value"].to_numpy(float)
                 if (vals <= 0).any():
                     continue
-                c = check_bound(theorem, Ts, d, vals).last
-                ax.plot(all_T, [c * theorem.shape(T, d) for T in all_T], ls=":", lw=1, color=colour, alpha=0.8)
-        # reference slopes through the middle of the data
-        pos = sub["value"][sub["value"] > 0]
-        if len(pos) and len(all_T) > 1:
-            mid_T, mid_v = math.sqrt(all_T[0] * all_T[-1]), math.exp(np.log(pos).mean())
-            for p, style in ((0.5, (0, (1, 4))), (1.0, "--"), (2.0, "-.")):
-                ax.plot(all_T, mid_v * (all_T / mid_T) ** (-p), color="grey", lw=0.8, ls=style, alpha=0.6,
-                        label=f"T^-{p:g}")
-        ax.set_xscale("log", base=2)
+                for j, theorem in enumerate(theorems_for(name, metric)):
+                    c = check_bound(theorem, Ts, d, vals).last
+                    ax.plot(all_T, [c * theorem.shape(T, d) for T in all_T], ls=THEOREM_STYLES[j % 4], lw=0.8,
+                            color=colour, label=theorem_label(theorem, name))
+            pos = sub["value"][sub["value"] > 0]
+            if len(pos) and len(all_T) > 1:  # reference slopes through the middle of the data
+                mid_T, mid_v = math.sqrt(all_T[0] * all_T[-1]), math.exp(np.log(pos).mean())
+                for p, style, text in ((0.5, (0, (1, 4)), "1/2"), (1.0, "--", "1"), (2.0, "-.", "2")):
+                    ax.plot(all_T, mid_v * (all_T / mid_T) ** (-p), color="0.5", lw=0.6, ls=style,
+                            label=f"slope $T^{{-{text}}}$")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel(r"$T$ (grid levels)")
+            ax.set_ylabel(f"exact {METRIC_LABELS.get(metric, metric)}")
+            ax.grid(True, which="both")
+        # The same errors against the largest step size h = max_t (1 - alpha_t): log factors of the grid drop out.
+        ax, metric = axes[-1], metrics[0]
+        sub = frame[frame["metric"] == metric]
+        for name, rows in sub.groupby("sampler", sort=False):
+            rows = rows.sort_values("max_step")
+            colour = colours[names.index(name) % len(colours)]
+            ax.plot(rows["max_step"], rows["value"], marker="o", color=colour)
+            flagged = _is_flagged(rows)
+            mark_points(ax, rows["max_step"], rows["value"], rows["capped"].to_numpy(float) > 0, "capped", colour)
+            mark_points(ax, rows["max_step"], rows["value"], flagged, "flagged", colour)
+            usable = rows[~flagged & (rows["value"] > 0).to_numpy()]
+            fit = _fit(usable["max_step"].to_numpy(float), usable["value"].to_numpy(float), False, window) \
+                if len(usable) >= 2 else None
+            draw_fit(ax, fit, decreasing=False, symbol="h", prefix=f"{name} {metric.upper()} fit", color=colour)
+        hs, pos = np.array(sorted(set(sub["max_step"])), float), sub["value"][sub["value"] > 0]
+        if len(pos) and len(hs) > 1:
+            mid_h, mid_v = math.sqrt(hs[0] * hs[-1]), math.exp(np.log(pos).mean())
+            for p, style in ((1.0, "--"), (2.0, "-.")):
+                ax.plot(hs, mid_v * (hs / mid_h) ** p, color="0.5", lw=0.6, ls=style, label=f"slope $h^{{{p:g}}}$")
+        ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("T (grid levels)")
-        ax.set_ylabel(f"exact {metric.upper()}")
-        ax.grid(True, which="both", alpha=0.25)
-        ax.legend(fontsize=7, ncol=2)
-    # The same errors against the largest step size max_t (1 - alpha_t): log factors of the grid drop out here.
-    ax, metric = axes[0][-1], metrics[0]
-    sub = frame[frame["metric"] == metric]
-    for i, (name, rows) in enumerate(sub.groupby("sampler", sort=False)):
-        rows = rows.sort_values("max_step")
-        ax.plot(rows["max_step"], rows["value"], marker="o", ms=3.5, lw=1.3, color=colours[i % len(colours)],
-                label=name)
-    hs, pos = np.array(sorted(set(sub["max_step"])), float), sub["value"][sub["value"] > 0]
-    if len(pos) and len(hs) > 1:
-        mid_h, mid_v = math.sqrt(hs[0] * hs[-1]), math.exp(np.log(pos).mean())
-        for p, style in ((1.0, "--"), (2.0, "-.")):
-            ax.plot(hs, mid_v * (hs / mid_h) ** p, color="grey", lw=0.8, ls=style, alpha=0.6, label=f"h^{p:g}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("largest step size h = max(1 - alpha_t)")
-    ax.set_ylabel(f"exact {metric.upper()}")
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, ncol=2)
+        log_ticks_125(ax.xaxis)
+        ax.set_xlabel(r"largest step $h = \max\,(1 - \alpha_t)$")
+        ax.set_ylabel(f"exact {METRIC_LABELS.get(metric, metric)}")
+        ax.grid(True, which="both")
+        legend_below(fig, axes, extra=mark_handles(marks, MARKS))
+        written = save_figure(fig, path)
     first = frame.iloc[0]
-    fig.suptitle(f"{first['target']} (d={first['d']}), {first['schedule']} grid, init {first['init']}; "
-                 "dotted: theorem shapes with the constant they need at the largest T", fontsize=8.5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=140)
-    plt.close(fig)
+    text = (f"Exact error of {', '.join(names)} on {first['target']} (d = {first['d']}), {first['schedule']} grid, "
+            f"init {first['init']}, against the number of grid levels $T$ (one panel per metric: "
+            f"{', '.join(m.upper() for m in metrics)}) and, in the last panel, {metrics[0].upper()} against the "
+            "largest step size h. Points with error bars: measured values and the engine's numerical error. "
+            "Broad translucent lines: the least-squares order over its fit window only (the largest T, or the "
+            "smallest h), with its 95% interval and window in the legend"
+            + (f"; {abstained} sampler-metric fits abstain (too few points for an interval) and show points only"
+               if abstained else "")
+            + ". Thin dotted and dash-dotted lines in a sampler's colour: each theorem's shape (its theory.bounds id "
+            "in the legend), "
+            "scaled by the constant it needs at the largest T. Grey lines: reference slopes.")
+    if "capped" in marks:
+        text += (" Hollow squares: T at which Li et al.'s schedule caps beta at 0.5 (the formula exceeds it for "
+                 "small T): every step there has h = 0.5, which makes the hook at h = 0.5 in the last panel; these "
+                 "points lie outside the regime the theorems describe.")
+    if "flagged" in marks:
+        text += " Crosses: the numerical error is not well below the value; these points are left out of the fits."
+    return written, text
 
 
 def measured(frame: pd.DataFrame) -> pd.DataFrame:
@@ -458,12 +578,32 @@ def report(frame: pd.DataFrame, summary: tuple[pd.DataFrame, list[str]], args: a
     print()
     for line in verdicts:
         print(line)
-    return [args.out / "orders.csv"] + ([args.out / "draws.csv"] if not spread.empty else [])
+    return [args.out / "orders.csv", *([args.out / "draws.csv"] if not spread.empty else []),
+            *export_tables({"rates": value_table(measured(frame)), "orders": orders}, args)]
+
+
+def value_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The measured values for a paper: one row per (sampler, T) with NFE, capped steps and, per metric, the value
+    and the engine's numerical error."""
+    metrics = list(dict.fromkeys(frame["metric"]))
+    rows = []
+    for (name, T), group in frame.groupby(["sampler", "T"], sort=False):
+        first = group.iloc[0]
+        row = {"sampler": name, "T": int(T), "NFE": int(first["nfe"]), "capped": int(first["capped"])}
+        for metric in metrics:
+            at = group[group["metric"] == metric]
+            row[metric.upper()] = float(at["value"].iloc[0]) if len(at) else None
+            row[f"{metric.upper()} error"] = float(at["numerical_error"].iloc[0]) if len(at) else None
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def figures(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
-    plot(measured(frame), args.out / "rates.png")
-    return [args.out / "rates.png"]
+    from studies.plotting import caption
+
+    written, text = plot(measured(frame), args.out / "rates.png", args.window)
+    print(caption(text))
+    return written
 
 
 STUDY = Study("rates", build_parser, "rates.csv", COLUMNS, KEY, jobs, work, summarise, report, figures)

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -37,8 +38,9 @@ from samplers import get_sampler
 from samplers.perturbed import PerturbedTarget, SineField, score_error_sizes
 from studies.common import (Skip, Study, StudyParser, add_flags, code_digest, real, refuse_unmeasurable,
                             sampler_list, study_parser, with_intervals)
+from studies.tables import export_tables
 from theory.catalog import get_target
-from theory.rates import RateError, fit_order
+from theory.rates import TOO_FEW, RateError, fit_order, order_verdict
 from theory.schedules import make_grid
 
 COLUMNS = ["target", "d", "sampler", "stochastic", "schedule", "T", "field", "amplitude", "omega", "eps_score",
@@ -46,13 +48,13 @@ COLUMNS = ["target", "d", "sampler", "stochastic", "schedule", "T", "field", "am
 KEY = ["target", "d", "sampler", "schedule", "T", "field", "amplitude", "omega", "seed", "metric"]
 METRICS = ("tv", "kl")
 FLOOR_COLUMNS = ["target", "d", "sampler", "stochastic", "metric", "sweep", "against", "exponent", "ci_low",
-                 "ci_high", "points", "baseline", "largest_excess"]
+                 "ci_high", "points", "decision", "baseline", "largest_excess"]
 
 
 def build_parser() -> StudyParser:
     parser = study_parser("score_error", __doc__)
     add_flags(parser, sampler=["ode", "ddim", "ddpm"], target="std-normal", d=1, schedule="li2023", T=128, seed=0,
-              device="cpu", threads=1, out=Path("results/score_error"), no_plot=False, scheduler="auto",
+              device="cpu", threads=1, out=Path("results/score_error"), no_plot=False, table=None, scheduler="auto",
               workers=None, fresh=False)
     parser.add_argument("--amplitudes", nargs="+", type=real(0.0), default=[0.01, 0.03, 0.1],
                         help="amplitudes a of the smooth field (omega = 1)")
@@ -166,7 +168,9 @@ def work(job: Job) -> list[dict] | Skip:
 
 def floors(frame: pd.DataFrame) -> pd.DataFrame:
     """Exponent of the excess error (value - exact-score value) against eps_score (smooth sweep) and against
-    eps_Jacobi (high-frequency sweep)."""
+    eps_Jacobi (high-frequency sweep), over the points whose excess is clear of the numerical error (at least
+    theory.rates.MIN_POINTS of them, else no exponent). decision: the exponent against 1, the power of the size in
+    the theorems' score-error terms ('agrees', 'above', 'below', 'undecided'; 'too few' points to decide)."""
     rows = []
     for (target, d, sampler, metric), g in frame.groupby(["target", "d", "sampler", "metric"]):
         base = g[g["field"] == "none"]
@@ -181,50 +185,82 @@ def floors(frame: pd.DataFrame) -> pd.DataFrame:
             ok = excess > 3 * noise
             row = {"target": target, "d": d, "sampler": sampler, "stochastic": bool(g["stochastic"].iloc[0]),
                    "metric": metric, "sweep": sweep, "against": against, "exponent": float("nan"),
-                   "ci_low": float("nan"), "ci_high": float("nan"), "points": int(ok.sum()), "baseline": baseline,
-                   "largest_excess": float(excess.max()) if len(excess) else float("nan")}
-            if ok.sum() >= 2:
-                try:
-                    fit = fit_order(s[against][ok], excess[ok], decreasing=False, window=int(ok.sum()))
-                    row.update(exponent=fit.order, ci_low=fit.low, ci_high=fit.high)
-                except RateError:
-                    pass
+                   "ci_low": float("nan"), "ci_high": float("nan"), "points": int(ok.sum()), "decision": TOO_FEW,
+                   "baseline": baseline, "largest_excess": float(excess.max()) if len(excess) else float("nan")}
+            if ok.sum() >= 1:
+                verdict = order_verdict(s[against][ok].to_numpy(float), excess[ok].to_numpy(float),
+                                        decreasing=False, window=int(ok.sum()), expected=1.0, subject=against)
+                row["decision"] = verdict.decision
+                if verdict.decision != TOO_FEW and verdict.fit is not None:
+                    row.update(exponent=verdict.fit.order, ci_low=verdict.fit.low, ci_high=verdict.fit.high)
             rows.append(row)
     return pd.DataFrame(rows, columns=FLOOR_COLUMNS)
 
 
-def plot(frame: pd.DataFrame, path: Path) -> None:
-    import matplotlib
+def plot(frame: pd.DataFrame, path: Path) -> tuple[list[Path], str]:
+    """TV against the score error's size, one panel per sweep; per sampler its points, its exact-score level and
+    the fitted exponent of the excess error (floors) over the points it was fitted on. Returns the files written and
+    the caption."""
+    from studies.plotting import (DOUBLE, FIT_LINE, drawable, fit_label, legend_below, log_ticks_125, mark_handles,
+                                  mark_points, paper_style, save_figure, subplots)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    tv = frame[frame["metric"] == "tv"]
-    for ax, (sweep, against, label) in zip(axes, (("smooth", "eps_score", "smooth field (omega = 1): eps_score"),
-                                                  ("high-frequency", "eps_jacobi",
-                                                   "high-frequency field (fixed amplitude): eps_Jacobi"))):
-        for sampler, g in tv.groupby("sampler"):
-            s = g[g["field"] == sweep].sort_values(against)
-            base = g[g["field"] == "none"]
-            style = "--" if bool(g["stochastic"].iloc[0]) else "-"
-            line = ax.errorbar(s[against], s["value"], yerr=s["numerical_error"], marker="o", ms=3, ls=style,
-                               capsize=2, label=f"{sampler}{' (stochastic)' if g['stochastic'].iloc[0] else ''}")
-            if not base.empty:
-                ax.axhline(float(base["value"].iloc[0]), color=line[0].get_color(), lw=0.8, ls=":")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel(label)
-        ax.set_ylabel("TV (dotted: exact score)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+    marks: list[str] = []
+    with paper_style():
+        fig, axes = subplots(1, 2, width=DOUBLE, height=2.3)
+        tv = frame[frame["metric"] == "tv"]
+        for ax, (sweep, against, label) in zip(axes[0], (
+                ("smooth", "eps_score", r"smooth field ($\omega = 1$): $\varepsilon_{\mathrm{score}}$"),
+                ("high-frequency", "eps_jacobi",
+                 r"high-frequency field (fixed amplitude): $\varepsilon_{\mathrm{Jacobi}}$"))):
+            for j, (sampler, g) in enumerate(tv.groupby("sampler")):
+                colour = f"C{j % 10}"
+                s = g[g["field"] == sweep].sort_values(against)
+                base = g[g["field"] == "none"]
+                stochastic = bool(g["stochastic"].iloc[0])
+                style = "--" if stochastic else "-"
+                ax.errorbar(s[against], s["value"], yerr=s["numerical_error"], fmt="none", color=colour)
+                ax.plot(s[against], s["value"], marker="o", ls=style, color=colour,
+                        label=f"{sampler}{' (stochastic)' if stochastic else ''}")
+                flagged = s["flagged"].astype(str).str.lower().eq("true").to_numpy()
+                if mark_points(ax, s[against], s["value"], flagged, "flagged", colour):
+                    marks.append("flagged")
+                if not base.empty:
+                    baseline = float(base["value"].iloc[0])
+                    ax.axhline(baseline, color=colour, lw=0.6, ls=":")
+                    excess = (s["value"] - baseline).to_numpy(float)
+                    ok = excess > 3 * (s["numerical_error"].to_numpy(float) + float(base["numerical_error"].iloc[0]))
+                    x = s[against].to_numpy(float)[ok]
+                    fit = None
+                    if ok.sum() >= 2:  # the fit of floors(): the excess error ~ size^a on these points
+                        try:
+                            fit = fit_order(x, excess[ok], decreasing=False, window=int(ok.sum()))
+                        except RateError:
+                            fit = None
+                    if drawable(fit):  # baseline + C size^a over the sizes it was fitted on
+                        grid = np.geomspace(x.min(), x.max(), 32)
+                        symbol = r"\varepsilon_{\mathrm{score}}" if against == "eps_score" else \
+                            r"\varepsilon_{\mathrm{Jacobi}}"
+                        ax.plot(grid, baseline + np.exp(fit.intercept) * grid**fit.order, color=colour, **FIT_LINE,
+                                label=fit_label(fit, symbol, f"{sampler} excess fit"))
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            log_ticks_125(ax.xaxis)
+            ax.set_xlabel(label)
+            ax.set_ylabel(r"$\mathrm{TV}$")
+            ax.grid(True, which="both")
+        legend_below(fig, list(axes[0]), extra=mark_handles(marks, {"flagged": "numerical error not small"}))
+        written = save_figure(fig, path)
     first = frame.iloc[0]
-    fig.suptitle(f"score error on {first['target']} (d = {first['d']}), {first['schedule']} T = {first['T']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    text = (f"Exact TV of each sampler on {first['target']} (d = {first['d']}), {first['schedule']} grid, "
+            f"T = {first['T']}, with a perturbed score: left, a smooth perturbation of growing size eps_score; right, "
+            "a high-frequency one of fixed amplitude whose Jacobian error eps_Jacobi grows. Solid: deterministic "
+            "samplers, dashed: stochastic ones; thin dotted horizontal lines: each sampler's error with the exact "
+            "score. Broad translucent lines: the fitted power law of the excess error (TV minus the exact-score TV) "
+            "over the sizes where the excess is at least three numerical errors, with its exponent and 95% "
+            "interval in the legend; no line where fewer than three such sizes give an interval.")
+    if "flagged" in marks:
+        text += " Crosses: the numerical error is not well below the value."
+    return written, text
 
 
 def summarise(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
@@ -240,12 +276,16 @@ def report(frame: pd.DataFrame, table: pd.DataFrame, args: argparse.Namespace) -
     print(tv.to_string(float_format=lambda v: f"{v:.4g}"))
     print("\nexcess error (minus the exact-score error) ~ size^exponent:")
     print(with_intervals(table).drop(columns=["target", "d"]).to_string(index=False))
-    return [args.out / "floors.csv"]
+    tables = {"score_error": tv.reset_index(), "floors": with_intervals(table)}
+    return [args.out / "floors.csv", *export_tables(tables, args)]
 
 
 def figures(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
-    plot(frame, args.out / "score_error.png")
-    return [args.out / "score_error.png"]
+    from studies.plotting import caption
+
+    written, text = plot(frame, args.out / "score_error.png")
+    print(caption(text))
+    return written
 
 
 STUDY = Study("score_error", build_parser, "score_error.csv", COLUMNS, KEY, jobs, work, summarise, report, figures)

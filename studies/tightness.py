@@ -26,7 +26,8 @@ For each theorem the table gives the worst constant found at each T, the constan
 (E x^2 = 1; it is also the first start of every search with K = 3) for comparison, and the
 slope of log(worst constant) in log T with its 95% interval: 'falling' (the interval below -0.1) means the bound is
 loose in T even at the worst target found, 'steady' (within +-0.1) tight, 'rising' (above 0.1) that the bound's shape
-is contradicted on its own class, and anything else is reported as undecided (the search
+is contradicted on its own class, and an interval that straddles +-0.1 is reported as undecided; with fewer than 3 T
+(theory.rates.MIN_POINTS) there is no interval and the verdict says too few T to decide (the search
 gives a lower bound on the worst constant, so a rising lower bound is evidence against the theorem's shape, or
 against this class meeting its assumptions). Writes DIR/tightness.csv (one row per search and T at which its
 winner is measured: source_T = T is the search's own), DIR/worst-<sampler>-<metric>-T<T>.json (target files that
@@ -46,7 +47,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from exact import DivergenceError, measure
+from exact import DivergenceError, choose_method, measure
 from samplers import get_sampler
 from studies.common import (
     Skip,
@@ -59,10 +60,11 @@ from studies.common import (
     sampler_list,
     study_parser,
 )
+from studies.tables import export_tables
 from theory.bounds import THEOREMS, theorems_for
 from theory.catalog import get_target
 from theory.product import product_of
-from theory.rates import RateError, fit_order
+from theory.rates import TOO_FEW, UNDECIDED, RateError, Verdict, fit_order, trend_verdict
 from theory.schedules import make_grid
 from theory.targets import GaussianMixture
 
@@ -73,7 +75,7 @@ KEY = ["sampler", "metric", "schedule", "source_T", "T", "d", "K", "min_var", "b
 COLUMNS = KEY + ["value", "numerical_error", "method", "evaluations", "refused", "weights", "means", "variances",
                  "seconds"]
 CONSTANT_COLUMNS = ["theorem", "sampler", "metric", "T", "shape", "worst_value", "worst_constant",
-                    "mix1d_constant", "slope", "trend", "verdict"]
+                    "mix1d_constant", "slope", "points", "trend", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,8 @@ def samplers_with_theorems() -> list[str]:
 def build_parser():
     parser = study_parser("tightness", __doc__)
     add_flags(parser, sampler=DEFAULT_SAMPLERS, d=1, schedule="li2023", T=DEFAULT_T, seed=0, device="cpu",
-              threads=1, out=Path("results/tightness"), no_plot=False, scheduler="auto", workers=None, fresh=False)
+              threads=1, out=Path("results/tightness"), no_plot=False, table=None, scheduler="auto", workers=None,
+              fresh=False)
     parser.add_argument("--budget", type=integer(1), default=32,
                         help="exact evaluations per search (Sobol starts plus Nelder-Mead)")
     parser.add_argument("--starts", type=integer(1), default=16, help="Sobol starts (at most the budget)")
@@ -268,24 +271,31 @@ def jobs(args, device) -> list[Job]:
             for name in names for metric in dict.fromkeys(t.metric for t in theorems_for(name)) for T in Ts]
 
 
-def classify(Ts, constants) -> tuple[str, str]:
+def classify(Ts, constants) -> Verdict:
     """The worst constant's trend in T: the least-squares slope of log constant against log T with its 95% interval
-    (theory.rates.fit_order over every T). 'rising' or 'falling' when the interval clears +-0.1, 'steady' when it
-    lies within +-0.1, otherwise undecided (too few T, or too noisy), said so rather than called steady."""
-    if len(Ts) < 3:
-        return "undecided: a trend needs 3 or more T", ""
-    try:
-        fit = fit_order(Ts, constants, decreasing=False, window=len(Ts))
-    except RateError as err:
-        return f"undecided: {err}", ""
-    slope = f"{fit.order:.2f} [{fit.low:.2f}, {fit.high:.2f}]"
-    if fit.low > 0.1:
-        return "rising", slope
-    if fit.high < -0.1:
-        return "falling", slope
-    if -0.1 <= fit.low and fit.high <= 0.1:
-        return "steady", slope
-    return f"undecided: slope {slope} in log T", slope
+    over every T (theory.rates.trend_verdict): 'rising' or 'falling' when the interval clears +-TREND_MARGIN,
+    'steady' when it lies within it, otherwise undecided; too few T (below theory.rates.MIN_POINTS) to decide is
+    said so, never called steady."""
+    return trend_verdict(np.asarray(Ts, float), np.asarray(constants, float), window=len(Ts))
+
+
+VERDICTS = {"rising": "the worst constant grows with T: the shape is contradicted on its class",
+            "steady": "tight in shape at the worst target found",
+            "falling": "loose in T even at the worst target found"}
+
+
+def verdict_text(verdict: Verdict, bound: str = "upper") -> str:
+    """What the table says of a theorem's trend: a sentence for a decided trend, the abstention and its reason
+    otherwise (a lower bound is listed but not judged)."""
+    if verdict.decision in VERDICTS:
+        text = VERDICTS[verdict.decision]
+    elif verdict.decision == UNDECIDED and verdict.fit is not None:
+        text = f"undecided: slope {verdict.fit} in log T"
+    else:
+        text = str(verdict)
+    if bound == "lower":
+        text = "a lower bound: a worst-case search does not test it (" + text + ")"
+    return text
 
 
 def summarise(frame: pd.DataFrame, args) -> pd.DataFrame:
@@ -305,16 +315,14 @@ def summarise(frame: pd.DataFrame, args) -> pd.DataFrame:
                 options = {"seed": args.seed} if args.d > 1 else {}
                 ref = measure(compare, get_sampler(name), make_grid(args.schedule, int(T)), **options)[theorem.metric]
                 per_T.append((T, shape, worst, worst / shape, ref.value / shape))
-            moving, slope = classify([p[0] for p in per_T], [p[3] for p in per_T])
-            verdict = {"rising": "the worst constant grows with T: the shape is contradicted on its class",
-                       "steady": "tight in shape at the worst target found",
-                       "falling": "loose in T even at the worst target found"}.get(moving, moving)
-            if getattr(theorem, "bound", "upper") == "lower":
-                verdict = "a lower bound: a worst-case search does not test it (" + verdict + ")"
+            moving = classify([p[0] for p in per_T], [p[3] for p in per_T])
+            slope = str(moving.fit) if moving.decision != TOO_FEW and moving.fit is not None else ""
+            verdict = verdict_text(moving, getattr(theorem, "bound", "upper"))
             for T, shape, worst, constant, ref_constant in per_T:
                 rows.append({"theorem": theorem.id, "sampler": name, "metric": theorem.metric, "T": int(T),
                              "shape": shape, "worst_value": worst, "worst_constant": constant,
-                             "mix1d_constant": ref_constant, "slope": slope, "trend": moving, "verdict": verdict})
+                             "mix1d_constant": ref_constant, "slope": slope, "points": moving.points,
+                             "trend": moving.decision, "verdict": verdict})
     return pd.DataFrame(rows, columns=CONSTANT_COLUMNS)
 
 
@@ -329,7 +337,7 @@ def report(frame: pd.DataFrame, constants: pd.DataFrame, args) -> list[Path]:
         path.write_text(json.dumps(spec))
         written.append(path)
     print_table(constants)
-    return written
+    return written + export_tables({"constants": constants}, args)
 
 
 def print_table(constants: pd.DataFrame, out=None) -> None:
@@ -340,39 +348,68 @@ def print_table(constants: pd.DataFrame, out=None) -> None:
     for (theorem, name), rows in constants.groupby(["theorem", "sampler"], sort=False):
         cells = ", ".join(f"T={r.T}: {r.worst_constant:.3g} (rescaled mix1d {r.mix1d_constant:.3g})"
                           for r in rows.itertuples())
+        slope = rows["slope"].iloc[0]
+        slope = slope if isinstance(slope, str) and slope else "n/a"
         print(f"{theorem} on {name} ({rows['metric'].iloc[0].upper()}): worst constant {cells}; slope in log T "
-              f"{rows['slope'].iloc[0] or 'n/a'}; {rows['verdict'].iloc[0]}", file=out)
+              f"{slope} ({rows['points'].iloc[0]} T); {rows['verdict'].iloc[0]}", file=out)
 
 
 def figures(frame: pd.DataFrame, args) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """The worst constant each theorem needs against T (solid), the rescaled mix1d's (dotted), and the fitted slope
+    of log(worst constant) in log T that classify() reads (a broad translucent line over every T, where it has an
+    interval). Prints the caption."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from studies.plotting import (DOUBLE, FIT_LINE, caption, drawable, legend_below, paper_style, save_figure,
+                                  subplots, theorem_label)
 
     constants = pd.read_csv(args.out / "constants.csv")  # written by report, which runs first
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    colours = plt.get_cmap("tab20").colors  # more theorems than the default cycle has colours
-    markers = "osD^v<>Ph*X"
-    for i, ((theorem, name), rows) in enumerate(constants.groupby(["theorem", "sampler"], sort=False)):
-        rows = rows.sort_values("T")
-        colour = colours[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
-        ax.plot(rows["T"], rows["worst_constant"], marker=markers[i % len(markers)], color=colour,
-                label=f"{theorem} ({name})")
-        ax.plot(rows["T"], rows["mix1d_constant"], ls=":", color=colour, alpha=0.8)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("T (grid levels)")
-    ax.set_ylabel("constant the bound needs (measured / shape)")
-    ax.set_title("worst constant over 1-D mixtures with E x^2 = 1 (solid) and on mix1d rescaled to it (dotted)",
-                 fontsize=9)
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=6.5, ncol=1, loc="best")
-    fig.tight_layout()
-    path = args.out / "tightness.png"
-    fig.savefig(path, dpi=140)
-    plt.close(fig)
-    return [path]
+    by_id = {theorem.id: theorem for theorem in THEOREMS}
+    fitted = 0
+    with paper_style():
+        fig, axes = subplots(1, 1, width=DOUBLE, height=2.6)
+        ax = axes[0][0]
+        colours = plt.get_cmap("tab20").colors  # more theorems than the default cycle has colours
+        markers = "osD^v<>Ph*X"
+        for i, ((theorem, name), rows) in enumerate(constants.groupby(["theorem", "sampler"], sort=False)):
+            rows = rows.sort_values("T")
+            colour = colours[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
+            Ts, worst = rows["T"].to_numpy(float), rows["worst_constant"].to_numpy(float)
+            fit = None
+            if len(Ts) >= 3:
+                try:
+                    fit = fit_order(Ts, worst, decreasing=False, window=len(Ts))
+                except RateError:
+                    fit = None
+            label = theorem_label(by_id[theorem], name) if theorem in by_id else f"{theorem} ({name})"
+            if drawable(fit):
+                grid = np.geomspace(Ts.min(), Ts.max(), 32)
+                ax.plot(grid, np.exp(fit.intercept) * grid**fit.order, color=colour, **FIT_LINE)
+                label += f"; slope {fit.order:.2f} [{fit.low:.2f}, {fit.high:.2f}]"
+                fitted += 1
+            ax.plot(Ts, worst, marker=markers[i % len(markers)], color=colour, label=label)
+            ax.plot(Ts, rows["mix1d_constant"], ls=":", color=colour)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(r"$T$ (grid levels)")
+        ax.set_ylabel(r"needed constant (error / shape)")
+        ax.grid(True, which="both")
+        extra = ([Line2D([], [], color="0.4", ls=":")], ["mix1d rescaled to $E x^2 = 1$"])
+        legend_below(fig, [ax], extra=extra)
+        path = args.out / "tightness.png"
+        written = save_figure(fig, path)
+    text = ("The largest constant each theorem needs (measured error / the theorem's shape) over 1-D Gaussian "
+            f"mixtures with E x^2 = 1 and component variances at least {args.min_var:g}"
+            + (f" (d = {args.d} independent copies)" if args.d > 1 else "")
+            + ", found by a seeded search at each T (solid, one marker per theorem: its theory.bounds id, the "
+            "sampler and the shape in the legend), and on mix1d rescaled into the class (dotted, same colour). "
+            "The search gives a lower bound on the worst constant. Broad translucent lines: the least-squares "
+            "power of the worst constant in T over every T, whose slope and 95% interval, in the legend, decide "
+            "the trend (rising, steady, falling, or undecided)"
+            + ("; with fewer than three T no slope is fitted and none is drawn" if fitted == 0 else "") + ".")
+    print(caption(text))
+    return written
 
 
 STUDY = Study("tightness", build_parser, "tightness.csv", COLUMNS, KEY, jobs, work, summarise, report, figures)

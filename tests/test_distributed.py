@@ -4,8 +4,9 @@ The properties: a results file has the same bytes whatever ran the jobs (this pr
 worker killed in the middle); a job's own error is raised once, never retried; an unreachable scheduler is one line
 of bad input; the auto policy keeps short sweeps in this process.
 
-The worker processes run `measure_job` by importing this module (tests is a package and the repository root is on
-the path that spawned processes inherit).
+The worker processes run the jobs of tests/dask_jobs.py by importing that module (tests is a package and the
+repository root is on the path that spawned processes inherit). The tests share one cluster (a module fixture):
+pytest-xdist runs this file whole on one worker (--dist loadfile in pyproject.toml), so it starts once.
 """
 
 from __future__ import annotations
@@ -19,44 +20,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from exact import DivergenceError, measure
-from samplers import get_sampler
+from exact import DivergenceError
 from studies import distributed
 from studies.common import ResultsFile, StudyParser, add_flags, clean_exit, sweep
 from studies.distributed import SchedulerError, check_scheduler, worth_a_cluster
-from theory.catalog import get_target
-from theory.schedules import make_grid
+from tests.dask_jobs import JOBS, failing_job, measure_job, pid_job
 
 COLUMNS = ["T", "seed", "metric", "value", "numerical_error", "method"]
 KEY = ["T", "seed", "metric"]
-# ddpm on a 2-D Gaussian: exact KL, seeded Monte Carlo TV (so the bytes also check that seeds travel with the job);
-# this engine needs no torch.func, whose first call costs every fresh process an import of torch._dynamo
-JOBS = [(T, seed) for T in (4, 8, 16, 32) for seed in (0, 1)]
-
-
-def measure_job(job) -> list[dict]:
-    T, seed = job
-    out = measure(get_target("gaussian", d=2), get_sampler("ddpm"), make_grid("li2023", T), seed=seed,
-                  mc_samples=100_000)
-    return [{"T": T, "seed": seed, "metric": m, "value": r.value, "numerical_error": r.numerical_error,
-             "method": r.method} for m, r in sorted(out.items())]
-
-
-def failing_job(job) -> list[dict]:
-    """Bad input at job 2; every attempt leaves a line in the file named by the job, so retries would show."""
-    index, log = job
-    with open(log, "a") as fh:
-        fh.write(f"{index}\n")
-    if index == 2:
-        raise DivergenceError(f"job {index} is bad input")
-    return [{"T": index, "seed": 0, "metric": "none", "value": 0.0, "numerical_error": 0.0, "method": "none"}]
-
-
-def pid_job(job) -> list[dict]:
-    index, seconds = job
-    time.sleep(seconds)
-    return [{"T": index, "seed": os.getpid(), "metric": "pid", "value": 0.0, "numerical_error": 0.0,
-             "method": "none"}]
 
 
 def run_sweep(path: Path, jobs=JOBS, work=measure_job, results_class=ResultsFile, **options) -> bytes:

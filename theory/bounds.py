@@ -3,7 +3,8 @@
 Each bound is a shape in (T, d) up to a universal constant. Given a measured error e(T, d), the constant the bound
 would need on these data is e / shape(T, d): bounded means the bound holds in shape, steady means it is tight,
 falling to zero means it is loose (in T), rising means the data contradict the shape (or the theorem's
-assumptions are not met). A lower bound (`bound="lower"`) reads the other way: its constant must stay bounded away
+assumptions are not met); check_bound says each word only where the 95% interval of the constant's slope in log T
+settles it (theory.rates.trend_verdict), 'undecided' or 'too few' otherwise. A lower bound (`bound="lower"`) reads the other way: its constant must stay bounded away
 from zero, and falling contradicts it. Entries marked `recalled` (log or d powers not verified against the paper's
 text) say so; entries checked only against the paper's abstract say so in `source`.
 Score-error terms are left out: the studies here use exact scores unless a study injects an error.
@@ -17,7 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from theory.rates import trend
+from theory.rates import Verdict, trend_verdict
+from theory.schedules import JAINZHANG_DELTA as _JZ_DELTA, JAINZHANG_T_END as _JZ_T_END
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class Theorem:
     paper: str
     arxiv: str
     samplers: tuple[str, ...]
-    metric: str  # the divergence it bounds: 'tv' or 'kl'
+    metric: str  # the divergence it bounds: 'tv', 'kl' (KL(sampler || data)) or 'kl_reverse' (KL(data || sampler))
     order: float  # proven order in T (leading term)
     log_power: float  # power of log T on the leading term (0 if none, NaN if only "polylog")
     d_power: float  # power of d on the leading term
@@ -94,8 +96,11 @@ THEOREMS: tuple[Theorem, ...] = (
 FRONTIER: tuple[Theorem, ...] = tuple(
     Theorem(f"huang2025-rk{p}", "Huang, Huang, Lin 2025", "2506.13061", (f"expint:{p}",), "tv", float(p), float(p),
             float(p + 1), (lambda T, d, p=p: d * (d * _log(T) / T) ** p),
-            f"TV <= d^(7/4) eps_score^(1/2) + d (d H_max)^p, p = {p} (p-th order exponential Runge-Kutta); "
-            "H_max ~ 2 log T / T on the li2023 grid", source="abstract")
+            f"TV <= d^(7/4) eps_score^(1/2) + d (d H_max)^p, p = {p}, for p-th order (exponential) Runge-Kutta "
+            f"schemes; H_max ~ 2 log T / T on the li2023 grid. The sampler held against it, expint:{p}, is Lawson's "
+            f"integrating-factor exponential Runge-Kutta with the classical order-{p} tableau "
+            f"({['', 'Euler', 'explicit midpoint', 'Kutta third order', 'classical RK4'][p]}), a scheme the theorem "
+            "plausibly covers; the paper's own scheme was not read and expint is not it", source="abstract")
     for p in (1, 2, 3, 4)
 ) + (
     Theorem("gupta2024-rmp", "Gupta, Cai, Chen 2024", "2406.00924", ("ode-rmp", "ode-rmp-is"), "tv", 1.0,
@@ -116,16 +121,19 @@ FRONTIER: tuple[Theorem, ...] = tuple(
             "given the draw (measure per draw); the shape keeps d^1.5 (L-free); the sampler's K is an option "
             "(default 10, the paper's experiment), not the theorem's K",
             families=("lijiao-rmp?",)),
-    Theorem("jainzhang2025-kl", "Jain & Zhang 2025", "2508.16306", ("ode-renoise",), "kl", 2.0, 3.0, 2.0,
-            lambda T, d: d**2 * _log(T) ** 3 / T**2,
-            "KL(q_1 || p_1) <= (d + m2) e^(-horizon) + d^2 c^3 K + horizon eps_score^2 for K > d (log(1/delta) + "
-            "horizon) steps h_k = c min(1, t_k), c ~ (log(1/delta) + horizon) / K: with exact scores and start "
-            "KL <= d^2 (log(1/delta) + horizon)^3 / K^2, i.e. (d log^(3/2)(1/delta) / T)^2, delta = 1 - abar_1 "
-            "(= T^-2 on the li2023 grid, hence log^3 T); each step an exponential-integrator ODE step over two "
-            "intervals, then forward noising over one; the paper bounds KL(data || sampler), the project's kl is "
-            "KL(sampler || data)",
-            source="abstract; Algorithm 1 and Theorem 3.1 from a third-party summary (asimfish/awesome_diffusion_OT, "
-                   "reports/2508.16306.md), not the paper's text"),
+    # Jain & Zhang: the discretisation term d^2 c^3 K with c ~ L / K, L = log(1/delta) + T_end, is d^2 L^3 / K^2. The
+    # shape takes L at the jainzhang grid's defaults (theory.schedules: fixed ends, so no log T); on the li2023 grid
+    # delta = 1 - abar_1 ~ T^-2 and L grows like 2 log T, i.e. d^2 log^3 T / T^2 there.
+    Theorem("jainzhang2025-kl", "Jain & Zhang 2025", "2508.16306", ("ode-renoise",), "kl_reverse", 2.0, 0.0, 2.0,
+            lambda T, d: d**2 * (math.log(1 / _JZ_DELTA) + _JZ_T_END) ** 3 / T**2,
+            "KL(p_(t_1) || phat_(t_1)), data || sampler (the engines' kl_reverse), <= (d + m2) e^(-T_end) + "
+            "d^2 c^3 K + T_end eps_score^2 if K > d (log(1/delta) + T_end), for steps h_k = c min{1, t_k} (schedule "
+            "jainzhang) on delta = t_0 < ... < t_(K+1) = T_end: with exact scores, started from q_T, and "
+            "c ~ (log(1/delta) + T_end) / K, KL <= d^2 (log(1/delta) + T_end)^3 / K^2 (shape at the jainzhang "
+            "defaults; d^2 log^3 T / T^2 on the li2023 grid); each step a frozen-score ODE jump over two intervals, "
+            "then the exact forward OU over one",
+            source="Algorithm 1 and Theorem 3.1 from notes written from the full text (three that agree), not the "
+                   "PDF"),
     Theorem("chen2024-piadm-ode", "Chen, Ren, Ying, Rotskoff 2024", "2405.15986", ("picard",), "tv", 1.0,
             float("nan"), 0.5, lambda T, d: math.sqrt(d) / T,
             "PIADM-ODE (blocks of O(1) length, K ~ log(d / delta) parallel Picard sweeps per block, plus a "
@@ -133,7 +141,9 @@ FRONTIER: tuple[Theorem, ...] = tuple(
             "i.e. TV ~ sqrt(d) polylog / T in the total number of steps T, in polylog(d) sequential rounds; the "
             "samplers here are the predictor alone with a fixed K and blocks of a fixed number of steps",
             recalled=True, families=("picard:",),
-            source="abstract (polylog(d) rounds only); the TV rate and its d-power are recalled, not checked"),
+            source="abstract (polylog(d) rounds only); the TV rate and its d-power are recalled, not checked. "
+                   "PIADM-SDE, the paper's SDE variant, has no sampler and no entry: its update is known only from the "
+                   "abstract and summaries, which give no rate in T"),
     # DDRaM (samplers.ddram). The abstract gives O~(sqrt(d)) score evaluations under smoothness; the 1/eps in
     # "O~(sqrt(d)/eps) evaluations for KL <= eps^2" is read from a third-party summary of the paper, not from its
     # text, hence recalled: sqrt(KL) = sqrt(d) polylog / T, i.e. KL ~ d / T^2.
@@ -146,8 +156,9 @@ FRONTIER: tuple[Theorem, ...] = tuple(
     # (neither the paper's algorithm nor code by the authors was reachable), so no sampler implements it.
     Theorem("wu2024-srk", "Wu, Chen, Wei 2024", "2410.04760", (), "kl", 2.0, float("nan"), 3.0,
             lambda T, d: d**3 / T**2,
-            "KL <= d^3 polylog / T^2 (O~(d^(3/2)/eps) score evaluations for KL <= eps^2, eps small); sampler not "
-            "implemented: its stochastic Runge-Kutta update could not be read", source="abstract"),
+            "KL <= d^3 polylog / T^2 (O~(d^(3/2)/eps) score evaluations for KL <= eps^2, eps small); no sampler: "
+            "the stochastic Runge-Kutta update is known only from the abstract (paper not read, no authors' code)",
+            source="abstract"),
     Theorem("liyan2024-adaptive", "Li & Yan 2024", "2405.14861", ("ddpm-posterior",), "tv", 0.5, float("nan"),
             0.0, lambda T, d: 1 / math.sqrt(T),
             "TV <= k^2 polylog / sqrt(T), k the intrinsic dimension, for DDPM with its unique adaptive coefficient "
@@ -157,7 +168,7 @@ FRONTIER: tuple[Theorem, ...] = tuple(
             lambda T, d: d**2.5 / T**2,
             "TV <= eps within O~(d^(5/4) / sqrt(eps)) iterations (for eps <= 1/sqrt(d), L2-accurate scores, finite "
             "second moment only), i.e. TV <= d^(5/2) polylog / T^2; a training-free accelerated stochastic sampler; "
-            "sampler not implemented: its update rule could not be read (only the abstract was reachable)",
+            "no sampler: its update rule is known only from the abstract (paper not read, no authors' code)",
             source="abstract (arXiv HTML v2 abstract; sciencestack summary)"),
 )
 THEOREMS = THEOREMS + FRONTIER
@@ -176,7 +187,12 @@ def theorems_for(sampler: str, metric: str | None = None) -> list[Theorem]:
 class BoundCheck:
     theorem: Theorem
     constants: tuple[float, ...]  # e / shape at each T
-    trend: str  # steady / falling / rising
+    verdict: Verdict  # the constants' trend over the asymptotic window (theory.rates.trend_verdict)
+
+    @property
+    def trend(self) -> str:
+        """steady / falling / rising, or undecided / too few (theory.rates)."""
+        return self.verdict.decision
 
     @property
     def last(self) -> float:
@@ -185,7 +201,9 @@ class BoundCheck:
 
 def check_bound(theorem: Theorem, Ts: Sequence[float], d: int, values: Sequence[float],
                 window: int | None = None) -> BoundCheck:
-    """The constant the theorem would need at each T, and how it moves as T grows (over the asymptotic window)."""
+    """The constant the theorem would need at each T, and how it moves as T grows (over the asymptotic window; the
+    verdict abstains where the window cannot decide)."""
+    if len(Ts) != len(values):
+        raise ValueError(f"{len(Ts)} values of T against {len(values)} measured values")
     constants = tuple(theorem.needed_constant(T, d, v) for T, v in zip(Ts, values))
-    moving = trend(np.asarray(Ts, float), np.asarray(constants), window) if len(Ts) >= 2 else "n/a"
-    return BoundCheck(theorem, constants, moving)
+    return BoundCheck(theorem, constants, trend_verdict(np.asarray(Ts, float), np.asarray(constants), window))

@@ -175,3 +175,47 @@ def get_schedule(name: str) -> Callable[..., Grid]:
 def make_grid(name: str, T: int, **params) -> Grid:
     """The grid of schedule `name` with T levels."""
     return get_schedule(name)(T, **params)
+
+
+# Jain & Zhang (2025, arXiv 2508.16306), section 3: steps h_k = t_k - t_(k-1) = c min{1, t_k} in the OU time t of
+# dX = -X dt + sqrt(2) dB (abar = e^(-2t)) on delta = t_0 < t_1 < ... < t_(K+1) = T_end. Default end points: those of
+# the project's practical grids (theory.solver_grids, EDM's sigma_min = 0.002 and sigma_max = 80, t = log(1 +
+# sigma^2) / 2), so that errors on this grid sit beside theirs: delta = 2.0e-6, T_end = 4.38. The start error
+# KL(q_(T_end) || N(0, I)) is then of order e^(-2 T_end) ~ 1.6e-4 times the data's second moment, which is why the
+# studies start from q_T exactly when they measure the discretisation term.
+JAINZHANG_DELTA = 0.5 * math.log1p(0.002**2)
+JAINZHANG_T_END = 0.5 * math.log1p(80.0**2)
+
+
+def jainzhang_times(K: int, c: float, delta: float) -> list[float]:
+    """t_0 = delta, ..., t_(K+1) for the step constant c: each t_k solves t_k - t_(k-1) = c min{1, t_k}, i.e.
+    t_k = t_(k-1) / (1 - c) while that stays <= 1 (t_(k-1) <= 1 - c) and t_k = t_(k-1) + c above."""
+    times = [delta]
+    for _ in range(K + 1):
+        t = times[-1]
+        times.append(t / (1 - c) if t <= 1 - c else t + c)
+    return times
+
+
+@register_schedule("jainzhang")
+def jainzhang(T: int, delta: float = JAINZHANG_DELTA, T_end: float = JAINZHANG_T_END) -> Grid:
+    """Jain & Zhang's grid: h_k = c min{1, t_k} (constant above t = 1, geometric below) with t_0 = delta and
+    t_(K+1) = T_end; c solved by bisection (t_(K+1) increases continuously with c). The grid's T = K + 1 levels are
+    t_(K+1), ..., t_1 (noisiest first): the sampler returns x_1 at t_1, and t_0 = delta, the level its last step
+    overshoots to, is not a level (samplers.renoise recovers it from the last step, t_0 = t_1 - c min{1, t_1})."""
+    T = _check_T(T)
+    if not (isinstance(delta, (int, float)) and 0 < delta < T_end and math.isfinite(T_end)):
+        raise ScheduleError(f"jainzhang needs 0 < delta < T_end < inf, got delta={delta!r}, T_end={T_end!r}")
+    K = T - 1
+    low, high = 0.0, 1.0 - 1e-15  # t_(K+1) -> delta as c -> 0, and -> infinity as c -> 1
+    if jainzhang_times(K, high, delta)[-1] < T_end:
+        raise ScheduleError(f"jainzhang: T = {T} levels cannot reach T_end = {T_end!r} from delta = {delta!r}")
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if jainzhang_times(K, mid, delta)[-1] < T_end else (low, mid)
+        if high - low <= 1e-16 * high:
+            break
+    c = 0.5 * (low + high)
+    times = torch.tensor(jainzhang_times(K, c, delta)[1:], dtype=DTYPE).flip(0)
+    times[0] = T_end  # the bisection's last rounding
+    return Grid(torch.exp(-2 * times), "jainzhang", {"delta": delta, "T_end": T_end, "c": c})

@@ -13,7 +13,7 @@ sigma_min, turned into project grids by `Grid.from_sigmas` (N points = T levels;
   paper's step-size shape between the common end points.
 
 Recommended pairings (AMED code base): euler, heun, dpm-solver-2, ipndm: polynomial; dpmpp-*, unipc: logsnr;
-deis: time_uniform rho 2; amed: time_uniform rho 1.
+deis: time_uniform rho 2; amed: time_uniform rho 1. ode-renoise: jainzhang (its paper's grid, theory.schedules).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ RECOMMENDED = {
     "ddim": ("polynomial", {}),
     "ode": ("li2023", {}),
     "ode-accel": ("li2023", {}),
+    "ode-renoise": ("jainzhang", {}),  # Jain & Zhang's own step law, h_k = c min{1, t_k} (theory.schedules)
 }
 
 

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all: train or resume, then the NFE study; train; study (on an existing checkpoint)")
     p.add_argument("--data", default="digits", choices=list(PRESETS), help="image source")
     add_flags(p, sampler=["all"], nfe=list(range(3, 11)), schedule=None, seed=0, device="cpu", threads=1,
-              out=Path("results/images"), no_plot=False, fresh=False)
+              out=Path("results/images"), no_plot=False, table=None, fresh=False)
     p.add_argument("--tiny", action="store_true", help="a tiny network and a few steps (the test configuration)")
     training = p.add_argument_group("training")
     training.add_argument("--steps", type=integer(1), default=None,

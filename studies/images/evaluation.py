@@ -9,6 +9,7 @@ sampler and grid on a Gaussian mixture fitted to the images by EM (theory.em), b
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import time
@@ -34,8 +35,10 @@ from studies.images.quality import (
     reference_error,
     train_classifier,
 )
-from studies.images.report import figure, format_tables, write_geometry, write_grid, write_summary
+from studies.images.report import figure, format_tables, table_frames, write_geometry, write_grid, write_summary
 from studies.images.training import save_atomic
+from studies.plotting import caption
+from studies.tables import export_tables
 from theory.em import fit_em
 from theory.fingerprint import digest
 from theory.schedules import SCHEDULES, Grid, ScheduleError, make_grid
@@ -419,6 +422,8 @@ def run_study(args, data: ImageData, model, facts: dict, device: torch.device, l
         table += "\n" + geometry_note + "\n"
     (out / f"{NAME}_table.md").write_text(table)
     print(table)
+    export_tables(table_frames(rows, args.nfe), argparse.Namespace(out=out, table=args.table))
     if plot:
-        figure(rows, out / f"{NAME}.png", floor)
+        _, text = figure(rows, out / f"{NAME}.png", floor)
+        print(caption(text))
     return rows

@@ -66,12 +66,7 @@ def format_tables(rows: list[dict], nfes: list[int], floor: float, accuracy: flo
         "refused: the sampler's map has a Jacobian of non-positive determinant at a drawn point (not a "
         "diffeomorphism there, so its output density is not a change of variables); the CSV's note says where.",
     ]
-    for title, column, digits, sci in (("Classifier-FD (lower is better)", "classifier_fd", 2, False),
-                                       ("Reference error (RMS pixel distance to the many-step solution)",
-                                        "ref_error", 3, False),
-                                       ("Inception FID", "inception_fid", 2, False),
-                                       ("Exact KL on the EM mixture (flow Monte Carlo, ± standard error)",
-                                        "exact_kl", 0, True)):
+    for column, title, digits, sci in TABLES:
         if not any(measured(r, column) is not None for r in rows):
             if column == "exact_kl":
                 notes = {r["note"] for r in rows if r.get("note")}
@@ -85,15 +80,33 @@ def format_tables(rows: list[dict], nfes: list[int], floor: float, accuracy: flo
     return "\n\n".join(parts) + "\n"
 
 
+TABLES = (("classifier_fd", "Classifier-FD (lower is better)", 2, False),
+          ("ref_error", "Reference error (RMS pixel distance to the many-step solution)", 3, False),
+          ("inception_fid", "Inception FID", 2, False),
+          ("exact_kl", "Exact KL on the EM mixture (flow Monte Carlo, ± standard error)", 0, True))
+
+
+def table_frames(rows: list[dict], nfes: list[int]) -> dict[str, object]:
+    """The tables of format_tables as DataFrames for --table (images_<quantity>: one row per method, one column per
+    NFE, the same cells), only the quantities this run measured."""
+    import pandas as pd
+
+    by = {(r["sampler"], int(r["nfe"])): r for r in rows}
+    names = list(dict.fromkeys(r["sampler"] for r in rows))
+    frames = {}
+    for column, _, digits, sci in TABLES:
+        if any(measured(r, column) is not None for r in rows):
+            frames[f"images_{column}"] = pd.DataFrame(
+                [[name, *(_cell(by.get((name, n)), column, digits, sci) for n in nfes)] for name in names],
+                columns=["Method", *(f"NFE {n}" for n in nfes)])
+    return frames
+
+
 # ============================================================================ figures
-def write_grid(images: torch.Tensor, path: Path, title: str) -> None:
-    """A square grid of images (pixels in [-1, 1]) with one-pixel white borders, as a PNG."""
-    import matplotlib
+def write_grid(images: torch.Tensor, path: Path, title: str) -> list[Path]:
+    """A square grid of images (pixels in [-1, 1]) with one-pixel white borders, one column wide (PNG, PDF, SVG)."""
+    from studies.plotting import SINGLE, paper_style, save_figure, subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
     images = images.detach().double().cpu().clamp(-1, 1)
     n = images.shape[0]
     cols = int(math.ceil(math.sqrt(n)))
@@ -104,47 +117,51 @@ def write_grid(images: torch.Tensor, path: Path, title: str) -> None:
         r, c = divmod(i, cols)
         canvas[:, 1 + r * (H + 1) : 1 + r * (H + 1) + H, 1 + c * (W + 1) : 1 + c * (W + 1) + W] = images[i]
     picture = ((canvas + 1) / 2).permute(1, 2, 0).numpy()
-    fig, ax = plt.subplots(figsize=(4, 4 * canvas.shape[1] / canvas.shape[2] + 0.3))
-    ax.imshow(picture[:, :, 0] if C == 1 else picture, cmap="gray" if C == 1 else None, vmin=0, vmax=1,
-              interpolation="nearest")
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    width = SINGLE * 0.75
+    with paper_style():
+        fig, axes = subplots(1, 1, width=width, height=width * canvas.shape[1] / canvas.shape[2] + 0.25)
+        ax = axes[0][0]
+        ax.imshow(picture[:, :, 0] if C == 1 else picture, cmap="gray" if C == 1 else None, vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_title(title)
+        ax.axis("off")
+        return save_figure(fig, path)
 
 
-def figure(rows: list[dict], path: Path, floor: float) -> None:
-    """Quality against NFE, one panel per measured quantity (log scale), one line per sampler."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def figure(rows: list[dict], path: Path, floor: float) -> tuple[list[Path], str]:
+    """Quality against NFE, one panel per measured quantity (log scale), one line per sampler; the files written
+    (PNG, PDF, SVG) and the caption."""
     import matplotlib.pyplot as plt
 
+    from studies.plotting import DOUBLE, legend_below, paper_style, save_figure, subplots
+
     panels = [("classifier_fd", "classifier-FD"), ("ref_error", "reference error (RMS)"),
-              ("exact_kl", "exact KL, EM mixture")]
+              ("exact_kl", r"exact $\mathrm{KL}$, EM mixture")]
     panels = [p for p in panels if any(measured(r, p[0]) is not None for r in rows)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 2.2, 4), squeeze=False)
     names = list(dict.fromkeys(r["sampler"] for r in rows))
     cmap = plt.get_cmap("tab10")
     styles = ["-", "--", ":", "-."]
     markers = "os^vDPX*"
-    for ax, (column, label) in zip(axes[0], panels):
-        for i, name in enumerate(names):
-            pts = sorted((int(r["nfe"]), measured(r, column)) for r in rows
-                         if r["sampler"] == name and (measured(r, column) or 0) > 0)
-            if pts:
-                ax.plot(*zip(*pts), marker=markers[i % len(markers)], ms=3.5, label=name, color=cmap(i % 10),
-                        ls=styles[(i // 10) % len(styles)] if i >= 10 else "-", lw=1.2)
-        if column == "classifier_fd":
-            ax.axhline(floor, color="k", ls=":", lw=1, label="real-data floor")
-        ax.set_yscale("log")
-        ax.set_xlabel("NFE")
-        ax.set_title(label)
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1 - 2.0 / fig.get_figwidth(), 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    with paper_style():
+        fig, axes = subplots(1, max(1, len(panels)), width=DOUBLE, height=2.2)
+        for ax, (column, label) in zip(axes[0], panels):
+            for i, name in enumerate(names):
+                pts = sorted((int(r["nfe"]), measured(r, column)) for r in rows
+                             if r["sampler"] == name and (measured(r, column) or 0) > 0)
+                if pts:
+                    ax.plot(*zip(*pts), marker=markers[i % len(markers)], label=name, color=cmap(i % 10),
+                            ls=styles[(i // 10) % len(styles)])
+            if column == "classifier_fd":
+                ax.axhline(floor, color="k", ls=":", lw=0.8, label="real-data floor")
+            ax.set_yscale("log")
+            ax.set_xlabel("NFE")
+            ax.set_title(label)
+            ax.grid(True, which="both")
+        legend_below(fig, list(axes[0]))
+        written = save_figure(fig, path)
+    text = ("Sample quality of each sampler on the trained U-Net against the number of network evaluations (NFE): "
+            + ", ".join(label.replace(r"$\mathrm{KL}$", "KL") for _, label in panels)
+            + " (log scale; lower is better). The dotted line in the classifier-FD panel is the distance between "
+            "two sets of real images of the same size, the floor no sampler can beat. Points absent from a line "
+            "were not reachable at that NFE or not measured (the table says which).")
+    return written, text
