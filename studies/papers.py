@@ -38,7 +38,8 @@ Verdicts. Each claim's order (in T with the claim's log^4 factor divided out; in
 least-squares fit over the largest points with its 95% interval (theory.rates.fit_order): agree when the claimed
 order lies in the interval and the interval is narrower than one order; disagree when the interval excludes it;
 undecided otherwise (or with fewer than three points). Writes DIR/papers.csv (one row per measurement, resumable,
-keyed by content), DIR/claims.csv and DIR/claims.md (the claim table), DIR/papers.png.
+keyed by content), DIR/claims.csv and DIR/claims.md (the claim table), DIR/draws.csv (median and worst over
+draws), DIR/papers.png (and .pdf, .svg).
 
 Looked for and not found (item 3 of the issue): Jain & Zhang (2508.16306) report no experiments; Li, Cai & Wei
 (2504.05300), Wu, Chen & Wei, Li & Cai, Huang, Huang & Lin and Chen et al. (PIADM) are known to the project by
@@ -68,6 +69,7 @@ from exact.gaussian import diagonal_kl_terms, diagonal_output_law
 from samplers import get_sampler, sampler_grid
 from samplers.base import OWN_GRID
 from studies.common import Study, StudyParser, add_flags, code_digest, integer, study_parser
+from studies.plotting import save_figure
 from studies.rates import with_draws
 from theory.catalog import appendix_a_gaussian
 from theory.rates import RateError, fit_order
@@ -148,7 +150,8 @@ class Job:
         sampler = get_sampler(self.sampler)
         return {"target": appendix_a_gaussian(self.d, self.k, self.variance_seed).fingerprint(), "sampler": sampler,
                 "grid": sampler_grid(sampler, self.T, self.schedule),
-                "engine": {"method": METHOD, "init": "exact", "q_level": "tau", "device": torch.device(self.device).type},
+                "engine": {"method": METHOD, "init": "exact", "q_level": "tau",
+                           "device": torch.device(self.device).type},
                 "code": code_digest(sampler, exact.gaussian, exact.base)}
 
 
@@ -335,7 +338,8 @@ def plot(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
     spread = over_draws(frame)
     for i, ((d, k), rows) in enumerate(spread[spread["metric"] == "kl"].groupby(["d", "k"], sort=False)):
         rows = rows.sort_values("paper_T")
-        ax.plot(rows["paper_T"], rows["median"], marker="o", ms=3.5, color=colours[i % 10], label=f"d={d}, k={k} median")
+        ax.plot(rows["paper_T"], rows["median"], marker="o", ms=3.5, color=colours[i % 10],
+                label=f"d={d}, k={k} median")
         ax.plot(rows["paper_T"], rows["worst"], ls="--", lw=0.9, color=colours[i % 10], label="worst")
     _reference(ax, spread[spread["metric"] == "kl"], "paper_T", "median", 3, "log^4 T / T^3")
     ax.set_xlabel("T' (the paper's T; NFE = 2T')")
@@ -358,10 +362,7 @@ def plot(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
         ax.grid(True, which="both", alpha=0.25)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = args.out / "papers.png"
-    fig.savefig(path, dpi=140)
-    plt.close(fig)
-    return [path]
+    return save_figure(fig, args.out / "papers.png")  # PNG, PDF and SVG
 
 
 def _reference(ax, rows, axis: str, column: str, order: float, label: str) -> None:

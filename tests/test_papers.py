@@ -217,7 +217,10 @@ def test_laws_of_the_measured_kl(tiny_run):
     assert ((zero["zero_block"] >= 0) & (zero["zero_block"] <= zero["value"])).all()
 
 
-@pytest.mark.parametrize("argv, word", [(["--dk", "3,5"], "3,5"), (["--T", "22"], "T = 21 (grid levels - 1)"), (["--ddpm-at", "2"], "2")])
+BAD = [(["--dk", "3,5"], "3,5"), (["--T", "22"], "T = 21 (grid levels - 1)"), (["--ddpm-at", "2"], "2")]
+
+
+@pytest.mark.parametrize("argv, word", BAD)
 def test_bad_input_is_one_line_and_exit_2(argv, word, tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         papers.main([*argv, "--out", str(tmp_path), "--no-plot"])
