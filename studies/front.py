@@ -31,7 +31,7 @@ from typing import Callable
 
 # Every study, in the order the README presents them (`python -m studies` lists them). tests/test_cli.py walks this
 # list: each entry is a module or package `studies.<name>` with `build_parser()` and `main(argv)`.
-STUDIES = ["rates", "dimension", "isotropic", "score_error", "nfe", "geometry", "images", "tightness"]
+STUDIES = ["rates", "dimension", "isotropic", "score_error", "nfe", "geometry", "images", "tightness", "papers"]
 INDEX_PATH = Path(__file__).with_name("front_index.json")
 REGENERATE = "python -m studies.front --write"
 

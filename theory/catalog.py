@@ -176,10 +176,51 @@ def _isotropic_of(d: int | None, arg: str) -> SubspaceTarget:
     return isotropic_mixture(d, H, **options)
 
 
+# ---------------------------------------------------------------------------- the published experiments' Gaussian
+APPENDIX_A_HIGH = 10.0  # variances Uniform[0, 10] (Li & Jiao App. A; Jiao, Zhou & Li App. A)
+APPENDIX_A_SEED = 0  # the seed of the variance draw
+
+
+def appendix_a_gaussian(d: int, k: int | None = None, seed: int = APPENDIX_A_SEED) -> GaussianMixture:
+    """The zero-mean diagonal Gaussian of the published experiments: variances v_1..v_k drawn Uniform[0, 10] from a
+    torch generator seeded with `seed` (the first k draws of that generator, so a larger k extends a smaller one),
+    v_(k+1)..v_d exactly 0 (a point mass in those coordinates; q at level abar has variance 1 - abar there).
+    k = d (the default) is Jiao, Zhou & Li's target; k < d Li & Jiao's. Named `diag-uniform:<k>` (with --d) and
+    `diag-uniform` (k = d)."""
+    k = d if k is None else k
+    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+        raise TargetError(f"the App. A Gaussian needs a dimension d >= 1, got {d!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= d:
+        raise TargetError(f"the App. A Gaussian needs 0 <= k <= d = {d}, got k = {k!r}")
+    variances = torch.zeros(d, dtype=DTYPE)
+    gen = torch.Generator().manual_seed(seed)
+    variances[:k] = APPENDIX_A_HIGH * torch.rand(k, dtype=DTYPE, generator=gen)
+    name = "diag-uniform" if k == d else f"diag-uniform:{k}"
+    return gaussian(torch.zeros(d, dtype=DTYPE), torch.diag(variances), name=name)
+
+
+@register_target("diag-uniform")
+def _diag_uniform(d: int | None) -> GaussianMixture:
+    """Zero-mean diagonal Gaussian, variances Uniform[0, 10] (seed 0): the target of Jiao, Zhou & Li's App. A."""
+    return appendix_a_gaussian(1 if d is None else int(d))
+
+
+def _diag_uniform_of(d: int | None, arg: str) -> GaussianMixture:
+    """`diag-uniform:<k>`: the first k variances Uniform[0, 10] (seed 0), the other d - k exactly 0 (Li & Jiao
+    App. A)."""
+    try:
+        k = int(arg)
+    except ValueError:
+        raise TargetError(f"target 'diag-uniform:{arg}': k (the number of nonzero variances) must be an integer, "
+                          f"got {arg!r}") from None
+    return appendix_a_gaussian(k if d is None else int(d), k)
+
+
 PARAMETRISED: dict[str, Callable[[int | None, str], object]] = {
     "subspace": _subspace_of,
     "subspace-product": _subspace_product_of,
     "isotropic": _isotropic_of,
+    "diag-uniform": _diag_uniform_of,
 }
 PARAMETER_NAMES = {"isotropic": "<H>[?k=&sigma2=&scale=&seed=]"}  # what follows `family:` (default <k>)
 
