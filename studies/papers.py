@@ -35,9 +35,10 @@ as (1 - tau) v + tau from the drawn tau_1 itself (the grid's `tau_end`), not fro
 -log10(tau_1) fewer digits. tests/test_papers.py holds both against closed forms.
 
 Verdicts. Each claim's order (in T with the claim's log^4 factor divided out; in d for "proportional to d") is a
-least-squares fit over the largest points with its 95% interval (theory.rates.fit_order): agree when the claimed
-order lies in the interval and the interval is narrower than one order; disagree when the interval excludes it;
-undecided otherwise (or with fewer than three points). Writes DIR/papers.csv (one row per measurement, resumable,
+least-squares fit over the largest points with its 95% interval, read by the suite's one order verdict
+(theory.rates.order_verdict, the same rule as studies.rates' declared orders): agree when the whole interval lies
+within ORDER_MARGIN (0.25) of the claimed order; disagree when it lies clear of that band; undecided when it
+straddles an end of the band, or with fewer than MIN_POINTS (3) points. Writes DIR/papers.csv (one row per measurement, resumable,
 keyed by content), DIR/claims.csv and DIR/claims.md (the claim table), DIR/draws.csv (median and worst over
 draws), DIR/papers.png (and .pdf, .svg).
 
@@ -69,9 +70,10 @@ from samplers import get_sampler, sampler_grid
 from samplers.base import OWN_GRID
 from studies.common import Study, StudyParser, add_flags, code_digest, integer, study_parser
 from studies.plotting import save_figure
+from studies.tables import to_markdown
 from studies.rates import with_draws
 from theory.catalog import appendix_a_gaussian
-from theory.rates import RateError, fit_order
+from theory.rates import RateError, Verdict, fit_order, order_verdict
 
 COLUMNS = ["experiment", "d", "k", "sampler", "draw", "schedule", "T", "paper_T", "nfe", "metric", "value",
            "zero_block", "method", "premise_gap", "variance_seed"]
@@ -211,14 +213,10 @@ def work(job: Job) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------- claims and verdicts
-def verdict(fit, claimed: float) -> str:
-    """agree: the claimed order lies in the 95% interval and the interval is narrower than one order; disagree: the
-    interval excludes it; undecided otherwise (an interval that cannot tell the claim from its neighbours)."""
-    if fit is None or not math.isfinite(fit.low):
-        return "undecided"
-    if not fit.low <= claimed <= fit.high:
-        return "disagree"
-    return "agree" if fit.high - fit.low < 1.0 else "undecided"
+def verdict(order: Verdict) -> str:
+    """A claim's word from theory.rates.order_verdict against the claimed order: agree ('agrees': the interval within
+    the margin), disagree ('above' or 'below': clear of the band), undecided otherwise (straddling, or too few)."""
+    return {"agrees": "agree", "above": "disagree", "below": "disagree"}.get(order.decision, "undecided")
 
 
 def over_draws(frame: pd.DataFrame) -> pd.DataFrame:
@@ -233,16 +231,18 @@ def over_draws(frame: pd.DataFrame) -> pd.DataFrame:
 def _claim(claim: str, source: str, setting: str, measured: str, x, y, claimed: float, decreasing: bool = True,
            log_power: int = 0) -> dict:
     x, y = np.asarray(x, float), np.asarray(y, float)
-    fit = raw = None
+    raw = None
+    judged = order_verdict(x, y / np.log(x) ** log_power if log_power else y, decreasing=decreasing,
+                           expected=claimed)
+    fit = judged.fit if judged.fit is not None and judged.fit.has_interval else None
     try:
-        fit = fit_order(x, y / np.log(x) ** log_power if log_power else y, decreasing=decreasing)
         raw = fit_order(x, y, decreasing=decreasing)  # the order with the log factor left in, beside it
     except RateError:
         pass
     return {"claim": claim, "source": source, "setting": setting, "measured": measured,
             "order": fit.order if fit else float("nan"), "ci_low": fit.low if fit else float("nan"),
             "ci_high": fit.high if fit else float("nan"), "points": fit.points if fit else len(x),
-            "claimed_order": claimed, "verdict": verdict(fit, claimed),
+            "claimed_order": claimed, "verdict": verdict(judged),
             "order_raw": raw.order if raw else float("nan"), "raw_low": raw.low if raw else float("nan"),
             "raw_high": raw.high if raw else float("nan")}
 
@@ -291,13 +291,6 @@ def shown(claims: pd.DataFrame) -> pd.DataFrame:
     out["order with logs left in"] = [_interval(r["order_raw"], r["raw_low"], r["raw_high"]) if "log^4" in r["measured"]
                                       else "" for _, r in claims.iterrows()]
     return out
-
-
-def to_markdown(table: pd.DataFrame) -> str:
-    cells = [[str(v).replace("|", "\\|") for v in row] for row in table.itertuples(index=False)]
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    return "\n".join(lines) + "\n"
 
 
 def report(frame: pd.DataFrame, claims: pd.DataFrame, args: argparse.Namespace) -> list[Path]:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
 import mpmath
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -15,7 +14,7 @@ from samplers import get_sampler, sampler_grid
 from samplers.base import MarkovSampler, SamplerInfo, Transition
 from studies import papers
 from theory.catalog import appendix_a_gaussian, get_target
-from theory.rates import OrderFit
+import theory.rates as rates_theory
 from theory.targets import DTYPE, TargetError
 
 
@@ -158,16 +157,22 @@ def test_diagonal_route_refuses_a_sampler_that_mixes_coordinates():
 
 
 # ---------------------------------------------------------------------------- verdicts
-def _fit(order, low, high, points=4):
-    return OrderFit(order, low, high, 0.0, (), points)
+T_SWEEP = np.array([20.0, 40, 80, 160, 320, 640, 1280])
+
+
+def _claim_verdict(values, claimed=3.0):
+    return papers._claim("c", "s", "set", "m", T_SWEEP[: len(values)], values, claimed)["verdict"]
 
 
 def test_verdict_agrees_disagrees_and_abstains():
-    assert papers.verdict(_fit(2.9, 2.6, 3.2), 3.0) == "agree"
-    assert papers.verdict(_fit(2.0, 1.8, 2.2), 3.0) == "disagree"
-    assert papers.verdict(_fit(2.5, 1.0, 4.0), 3.0) == "undecided"  # wide: cannot tell 3 from 2 or 4
-    assert papers.verdict(_fit(3.0, -math.inf, math.inf, 2), 3.0) == "undecided"
-    assert papers.verdict(None, 3.0) == "undecided"
+    """The claim table reads the suite's order verdict (theory.rates.order_verdict): an exact T^-3 agrees with 3,
+    an exact T^-2 disagrees (its interval is clear of 3 +- 0.25), a noisy T^-3 whose interval straddles the band is
+    undecided, and two points are too few."""
+    assert _claim_verdict(T_SWEEP**-3.0) == "agree"
+    assert _claim_verdict(T_SWEEP**-2.0) == "disagree"
+    assert _claim_verdict(T_SWEEP**-3.0 * np.exp([0.0, 0.4, -0.4, 0.4, -0.4, 0.4, -0.4])) == "undecided"
+    assert _claim_verdict(T_SWEEP[:2] ** -3.0) == "undecided"
+    assert papers.verdict(rates_theory.order_verdict(T_SWEEP, T_SWEEP**-3.0, expected=3.0)) == "agree"
 
 
 # ---------------------------------------------------------------------------- the study end to end
