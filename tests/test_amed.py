@@ -130,3 +130,19 @@ def test_bad_input_is_named():
         train_amed(object.__new__(type("M", (), {"eps": lambda self, x, a: x})), "amed", make_grid("polynomial", 3))
     with pytest.raises(SamplerError, match="feature_dim"):
         AMEDPredictor(-1)
+
+
+def test_a_predictor_with_one_feature_reads_it():
+    """With feature_dim = 1 the predictor's (r, c) depend on the feature (here with heads set away from their zero
+    start, which would hide any input), and r stays in (0, 1), c within 1 +- c_range."""
+    from samplers.amed import AMEDPredictor
+
+    torch.manual_seed(0)
+    predictor = AMEDPredictor(feature_dim=1)
+    for head in (predictor.head_r, predictor.head_c):
+        torch.nn.init.normal_(head.weight)
+    outputs = [predictor(1.0, 0.5, torch.full((3, 1), value, dtype=torch.float64)) for value in (-2.0, 3.0)]
+    (r1, c1), (r2, c2) = outputs
+    assert float((r1 - r2).abs()) > 1e-6 and float((c1 - c2).abs()) > 1e-9
+    for r, c in outputs:
+        assert 0 < float(r) < 1 and abs(float(c) - 1) <= predictor.c_range

@@ -268,3 +268,19 @@ def test_log_density_interpolation_is_exact_for_a_gaussian():
     y = torch.rand(500, generator=torch.Generator().manual_seed(0), dtype=DTYPE) * 11.0 - 5.5
     assert interpolate.outside(y) == 0
     assert torch.allclose(interpolate(y), log_p(y), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("m1, m2, s", [(0.3, 1.1, 0.7), (-2.0, 0.5, 1.3), (1.7, 1.7, 0.2)])
+def test_tv_of_two_gaussians_of_one_width_is_the_closed_form_and_the_integral(m1, m2, s):
+    """Equal widths: TV(N(m1, s^2), N(m2, s^2)) = 2 Phi(|m1 - m2| / (2 s)) - 1, and the same by quadrature of
+    |p1 - p2| / 2."""
+    from scipy import integrate
+    from scipy.stats import norm
+
+    from exact.gaussian import gaussian_tv_1d
+
+    closed = 2 * norm.cdf(abs(m1 - m2) / (2 * s)) - 1
+    quad = 0.5 * integrate.quad(lambda x: abs(norm.pdf(x, m1, s) - norm.pdf(x, m2, s)), -30, 30, points=[m1, m2],
+                                limit=400, epsabs=1e-13)[0]
+    assert gaussian_tv_1d(m1, s, m2, s) == pytest.approx(closed, abs=1e-12)
+    assert gaussian_tv_1d(m1, s, m2, s) == pytest.approx(quad, abs=1e-9)

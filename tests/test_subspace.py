@@ -261,3 +261,16 @@ def test_posterior_variance_ddpm_transports_empty_directions_exactly(d):
     low, high = kls["ddpm-posterior"]
     assert abs(high.value - low.value) <= 1e-9 * low.value + high.numerical_error + low.numerical_error, (low, high)
     assert kls["ddpm"][1].value > (d / 8) * 0.5 * kls["ddpm"][0].value  # about linear in d
+
+
+def test_the_named_families_are_what_their_docstrings_state():
+    """subspace:<k> for k > 1 has its three core means at distance 1.5 from the origin (1.5 times unit random
+    directions); without a dimension the subspace and isotropic families live in R^(k+1)."""
+    from theory.subspace import isotropic_mixture, subspace_family
+
+    for k in (2, 3):
+        core = subspace_family(k + 2, k).core
+        torch.testing.assert_close(torch.linalg.vector_norm(core.means, dim=-1),
+                                   torch.full((3,), 1.5, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+        assert subspace_family(None, k).d == k + 1
+        assert isotropic_mixture(None, 2, k=k).d == k + 1

@@ -107,3 +107,16 @@ def test_singular_target_is_finite_below_the_data_level():
     assert torch.all(torch.isfinite(target.score(x, 0.999)))
     with pytest.raises(TargetError, match="singular"):
         target.score(x, 1.0)
+
+
+def test_without_a_level_the_density_and_the_draws_are_the_data_law():
+    """abar defaults to 1 (the data, q_0) in log_prob and sample: on N(3, 4) the log-density is the normal closed
+    form, and 40000 seeded draws have mean 3 and variance 4 (at another level, e.g. abar = 2 taken literally, the
+    law would be N(3 sqrt 2, 7))."""
+    target = GaussianMixture([1.0], [[3.0]], [[[4.0]]])
+    x = torch.tensor([[-1.0], [0.5], [3.0], [6.0]], dtype=DTYPE)
+    closed = -0.5 * (x[:, 0] - 3.0) ** 2 / 4.0 - 0.5 * math.log(2 * math.pi * 4.0)
+    torch.testing.assert_close(target.log_prob(x), closed, rtol=1e-12, atol=1e-12)
+    draws = target.sample(40000, generator=torch.Generator().manual_seed(0))[:, 0]
+    assert abs(draws.mean().item() - 3.0) < 5 * 2.0 / math.sqrt(40000)
+    assert abs(draws.var().item() - 4.0) < 5 * 4.0 * math.sqrt(2 / 40000)
