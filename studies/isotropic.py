@@ -327,7 +327,14 @@ def plot(frame: pd.DataFrame, path: Path) -> tuple[list[Path], str]:
                 ax.set_title(f"{tag}, $k$ = {int(first['k'])}")
                 ax.grid(True, which="both")
                 log_ticks_125(ax.yaxis)
-        legend_below(fig, list(axes.flat), extra=mark_handles(marks, MARKS))
+        # one legend, grouped: the samplers, the theorems' lines, the fits (by target, metric, sampler), the marks
+        entries: dict[str, object] = {}
+        for ax in axes.flat:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                entries.setdefault(label, handle)
+        order = sorted(entries, key=lambda label: (" fit: " in label, ": $d^{" in label))
+        handles, labels = mark_handles(marks, MARKS)
+        legend_below(fig, [], extra=([entries[label] for label in order] + handles, order + labels))
         written = save_figure(fig, path)
     text = ("T^2 KL(sampler || data) (left) and T TV (right) against the dimension d at each sampler's largest T, "
             "one row per target (H components of variance sigma^2, means in a k-dimensional span); points joined "
