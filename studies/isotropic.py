@@ -25,7 +25,7 @@ its conditions. `kl` is KL(sampler || data); `kl_reverse` is KL(data || sampler)
 bound, given by the engine for the stochastic samplers. TV at or above 0.5 (saturating) is left out of the fits.
 
 Writes DIR/isotropic.csv (rows appended as they finish; a re-run skips them), DIR/exponents.csv and
-DIR/isotropic.png.
+DIR/isotropic.png (and .pdf, .svg), and prints the figure's caption.
 """
 
 from __future__ import annotations
@@ -243,55 +243,123 @@ def report(frame: pd.DataFrame, exponents: pd.DataFrame, args: argparse.Namespac
     return [args.out / "exponents.csv"]
 
 
-def plot(frame: pd.DataFrame, path: Path) -> None:
-    import matplotlib
+# What each reference line of the figure is: the d-power from theory.bounds and the theorems that predict it.
+REFERENCE_LINES = {"kl": ("jiaozhouli2025-kl", "jiaozhouli2025-kl-lower"), "tv": ("jiaozhouli2025-tv",)}
+D_FREE = "licaiwei2025-ddpm-gmm"
+MARKS = {"capped": r"saturated: $\mathrm{TV} \geq 0.5$ (not fitted)"}
+LINE_STYLES = {"kl": ":", "tv": "-."}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _reference_label(ids: tuple[str, ...], power: float) -> str:
+    return f"{', '.join(ids)}: $d^{{{power:g}}}$"
+
+
+def _drawn_fit(points: pd.DataFrame, metric: str):
+    """The d-exponent the exponents table gives at this (target, sampler, metric, T), refitted on the plotted column
+    (T^2 KL or T TV: the same order and interval, a shifted intercept): the large-d fit where the table has one, else
+    the all-d fit; (name, fit), or (None, None) where it fits nothing."""
+    pts = _usable(points, metric).sort_values("d")
+    large = pts.tail(LARGE_D_POINTS)
+    for name, chosen in (("large-$d$", large), ("all-$d$", pts)):
+        if chosen["d"].nunique() < 3 or (name == "large-$d$" and len(chosen) == len(pts)):
+            continue
+        try:
+            return name, fit_order(chosen["d"].astype(float), chosen["scaled"], decreasing=False,
+                                   window=len(chosen))
+        except RateError:
+            continue
+    return None, None
+
+
+def plot(frame: pd.DataFrame, path: Path) -> tuple[list[Path], str]:
+    """T^2 KL and T TV against d at each sampler's largest T, one row of panels per target: the points, the fitted
+    d-exponent over its window, the theorems' d-powers and the d-free line; saturated TV marked. Returns the files
+    written (PNG, PDF, SVG) and the caption."""
+    from studies.plotting import (DOUBLE, draw_fit, legend_below, log_ticks_125, mark_handles, mark_points,
+                                  paper_style, save_figure, subplots)
 
     targets = list(dict.fromkeys(frame["target"]))
     samplers = list(dict.fromkeys(frame["sampler"]))
-    colours = {name: f"C{i}" for i, name in enumerate(samplers)}
-    fig, axes = plt.subplots(len(targets), 2, figsize=(12, 3.8 * len(targets)), squeeze=False)
-    for row, target in enumerate(targets):
-        sub = frame[frame["target"] == target]
-        for col, (metric, label) in enumerate((("kl", "T^2 KL(sampler || data)"), ("tv", "T TV"))):
-            ax = axes[row, col]
-            for sampler in samplers:
-                g = sub[(sub["sampler"] == sampler) & (sub["metric"] == metric)]
-                if not len(g):
-                    continue
-                T_max = g["T"].max()
-                g = g[g["T"] == T_max].sort_values("d")
-                if metric == "tv":
-                    g = g[g["value"] < SATURATED_TV]
-                ax.plot(g["d"], g["scaled"], marker="o", ms=4, color=colours[sampler], label=f"{sampler}, T={T_max}")
-            d = np.array(sorted(sub["d"].unique()), float)
-            ref = sub[(sub["metric"] == metric)]["scaled"]
-            if len(d) and len(ref):
-                anchor = float(ref[ref > 0].median()) if (ref > 0).any() else 1.0
-                slope = 1.0 if metric == "kl" else 0.5
-                ax.plot(d, anchor * (d / d.max()) ** slope, "k:", lw=1, label=f"slope {slope:g} (d^{slope:g})")
-                low = sub[(sub["metric"] == metric) & (sub["d"] == d.min()) & (sub["scaled"] > 0)]["scaled"]
-                if len(low):  # what a d-free rate would draw
-                    ax.axhline(float(low.max()), color="grey", ls="--", lw=1, label="flat (d-free)")
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xlabel("dimension d")
-            ax.set_ylabel(label)
+    colours = {name: f"C{i % 10}" for i, name in enumerate(samplers)}
+    marks: list[str] = []
+    fitted, abstained = False, False
+    with paper_style():
+        fig, axes = subplots(len(targets), 2, width=DOUBLE, height=2.0 * len(targets))
+        for row, target in enumerate(targets):
+            sub = frame[frame["target"] == target]
             first = sub.iloc[0]
-            ax.set_title(f"{target}: H = {int(first['H'])}, sigma^2 = {first['sigma2']:g}, k = {int(first['k'])}"
-                         + (" (TV < 0.5 only)" if metric == "tv" else ""), fontsize=9)
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+            tag = rf"$H$ = {int(first['H'])}, $\sigma^2$ = {first['sigma2']:g}"
+            for col, (metric, ylabel) in enumerate((("kl", r"$T^2\,\mathrm{KL}$"), ("tv", r"$T\,\mathrm{TV}$"))):
+                ax = axes[row, col]
+                rows = sub[sub["metric"] == metric]
+                for sampler in samplers:
+                    g = rows[rows["sampler"] == sampler]
+                    if not len(g):
+                        continue
+                    T_max = int(g["T"].max())
+                    g = g[(g["T"] == T_max) & (g["value"] > 0)].sort_values("d")
+                    ax.plot(g["d"], g["scaled"], marker="o", color=colours[sampler], label=f"{sampler}, $T$ = {T_max}")
+                    if metric == "tv" and mark_points(ax, g["d"], g["scaled"], (g["value"] >= SATURATED_TV).to_numpy(),
+                                                      "capped", colours[sampler]):
+                        marks.append("capped")
+                    name, fit = _drawn_fit(g, metric)
+                    line = draw_fit(ax, fit, decreasing=False, symbol="d", color=colours[sampler],
+                                    prefix=f"{tag}: {sampler} {metric.upper()} {name} fit")
+                    fitted |= line is not None
+                    abstained |= line is None
+                d = np.array(sorted(rows["d"].unique()), float)
+                start = rows[(rows["d"] == d.min()) & (rows["value"] > 0)]["scaled"] if len(d) else []
+                if len(start):  # the theorems' d-powers and the d-free line, through the median at the smallest d
+                    anchor = float(np.median(start))
+                    powers: dict[float, list[str]] = {}
+                    for tid in REFERENCE_LINES[metric]:
+                        powers.setdefault(float(BY_ID[tid].d_power), []).append(tid)
+                    for power, ids in powers.items():
+                        ax.plot(d, anchor * (d / d.min()) ** power, color="0.25", lw=0.8, ls=LINE_STYLES[metric],
+                                label=_reference_label(tuple(ids), power))
+                    free = BY_ID[D_FREE].d_power
+                    ax.plot(d, anchor * (d / d.min()) ** free, color="0.5", lw=0.8, ls="--",
+                            label=_reference_label((D_FREE,), free) + " (d-free)")
+                ax.set_xscale("log", base=2)
+                ax.set_yscale("log")
+                ax.set_xlabel("dimension $d$")
+                ax.set_ylabel(ylabel)
+                ax.set_title(f"{tag}, $k$ = {int(first['k'])}")
+                ax.grid(True, which="both")
+                log_ticks_125(ax.yaxis)
+        # one legend, grouped: the samplers, the theorems' lines, the fits (by target, metric, sampler), the marks
+        entries: dict[str, object] = {}
+        for ax in axes.flat:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                entries.setdefault(label, handle)
+        order = sorted(entries, key=lambda label: (" fit: " in label, ": $d^{" in label))
+        handles, labels = mark_handles(marks, MARKS)
+        legend_below(fig, [], extra=([entries[label] for label in order] + handles, order + labels))
+        written = save_figure(fig, path)
+    text = ("T^2 KL(sampler || data) (left) and T TV (right) against the dimension d at each sampler's largest T, "
+            "one row per target (H components of variance sigma^2, means in a k-dimensional span); points joined "
+            "by thin lines, one colour per sampler. Broad translucent lines: the least-squares d-exponent "
+            "(error ~ d^a) over the d it was fitted on (the three largest d where the sweep has more, else every "
+            "usable d), with its 95% interval in the legend; the exponents table lists both fits at every T.")
+    if abstained:
+        text += " No broad line where too few d are usable for a fit with an interval."
+    text += (" Dark grey lines, through the median at the smallest d: the d-power the theorems predict (theory.bounds "
+             "ids in the legend): d^1 in KL (jiaozhouli2025-kl, an upper bound for d >= L^2, and "
+             "jiaozhouli2025-kl-lower, a lower bound for N(mu, lambda I), lambda >= 2) and d^0.5 in TV "
+             "(jiaozhouli2025-tv); light grey dashed: the d-free line of licaiwei2025-ddpm-gmm (a TV theorem; "
+             "in the KL panels it shows what a d-free T^2 KL would look like). All of these theorems are about "
+             "DDPM with the exact score; the other samplers are drawn against the same lines for comparison.")
+    if "capped" in marks:
+        text += " Hollow squares: TV at or above 0.5, in its saturating regime, left out of the fits."
+    return written, text
 
 
 def figures(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
-    plot(frame, args.out / "isotropic.png")
-    return [args.out / "isotropic.png"]
+    from studies.plotting import caption
+
+    written, text = plot(frame, args.out / "isotropic.png")
+    print(caption(text))
+    return written
 
 
 STUDY = Study("isotropic", build_parser, "isotropic.csv", COLUMNS, KEY, jobs, work, summarise, report, figures)

@@ -69,7 +69,6 @@ from exact.gaussian import diagonal_kl_terms, diagonal_output_law
 from samplers import get_sampler, sampler_grid
 from samplers.base import OWN_GRID
 from studies.common import Study, StudyParser, add_flags, code_digest, integer, study_parser
-from studies.plotting import save_figure
 from studies.tables import to_markdown
 from studies.rates import with_draws
 from theory.catalog import appendix_a_gaussian
@@ -318,43 +317,71 @@ def report(frame: pd.DataFrame, claims: pd.DataFrame, args: argparse.Namespace) 
     return [args.out / "claims.csv", args.out / "claims.md", args.out / "draws.csv"]
 
 
+METRIC_LABELS = {"kl": r"$\mathrm{KL}(\mathrm{sampler} \,\|\, \mathrm{data})$",
+                 "kl_reverse": r"$\mathrm{KL}(\mathrm{data} \,\|\, \mathrm{sampler})$"}
+
+
 def plot(frame: pd.DataFrame, args: argparse.Namespace) -> list[Path]:
-    import matplotlib
+    """Each experiment against its claim, one panel each: Li & Jiao's median and worst KL over draws against T',
+    Jiao, Zhou & Li's KL against T and against d (both directions), each with the claimed shape in grey. Writes PNG,
+    PDF and SVG and prints the caption."""
+    from studies.plotting import DOUBLE, caption, legend_below, log_ticks_125, paper_style, save_figure, subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    with paper_style():
+        fig, axes = subplots(1, 3, width=DOUBLE, height=2.3)
+        import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), squeeze=False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    ax = axes[0][0]
-    spread = over_draws(frame)
-    for i, ((d, k), rows) in enumerate(spread[spread["metric"] == "kl"].groupby(["d", "k"], sort=False)):
-        rows = rows.sort_values("paper_T")
-        ax.plot(rows["paper_T"], rows["median"], marker="o", ms=3.5, color=colours[i % 10],
-                label=f"d={d}, k={k} median")
-        ax.plot(rows["paper_T"], rows["worst"], ls="--", lw=0.9, color=colours[i % 10], label="worst")
-    _reference(ax, spread[spread["metric"] == "kl"], "paper_T", "median", 3, "log^4 T / T^3")
-    ax.set_xlabel("T' (the paper's T; NFE = 2T')")
-    ax.set_ylabel("exact KL(Y_K || q_K)")
-    ax.set_title("Li & Jiao App. A: lijiao-rmp, K = 10", fontsize=9)
-    for ax, experiment, axis, claimed, label in ((axes[0][1], DDPM_T, "paper_T", 2, "log^4 T / T^2"),
-                                                 (axes[0][2], DDPM_D, "d", -1, "d")):
-        rows = frame[frame["experiment"] == experiment]
-        for i, (metric, sub) in enumerate(rows.groupby("metric", sort=False)):
-            sub = sub.sort_values(axis)
-            ax.plot(sub[axis], sub["value"], marker="o", ms=3.5, color=colours[i], label=metric)
-        _reference(ax, rows[rows["metric"] == "kl"], axis, "value", claimed, label)
-        ax.set_xlabel("steps T" if axis == "paper_T" else "d")
-        ax.set_ylabel("exact KL")
-        ax.set_title(f"Jiao, Zhou & Li App. A: ddpm on li2023, {'against T' if axis == 'paper_T' else 'T = 1000'}",
-                     fontsize=9)
-    for ax in axes[0]:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.grid(True, which="both", alpha=0.25)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, args.out / "papers.png")  # PNG, PDF and SVG
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        ax = axes[0][0]
+        spread = over_draws(frame)
+        pairs = spread[spread["metric"] == "kl"].groupby(["d", "k"], sort=False)
+        for i, ((d, k), rows) in enumerate(pairs):
+            rows = rows.sort_values("paper_T")
+            ax.plot(rows["paper_T"], rows["median"], marker="o", color=colours[i % 10],
+                    label=f"$d$ = {d}, $k$ = {k}: median over draws")
+            ax.plot(rows["paper_T"], rows["worst"], ls="--", lw=0.8, color=colours[i % 10],
+                    label=f"$d$ = {d}, $k$ = {k}: worst draw")
+        _reference(ax, spread[spread["metric"] == "kl"], "paper_T", "median", 3,
+                   LIJIAO_SOURCE + r" claim: $\log^4 T' \,/\, {T'}^{3}$")
+        ax.set_xlabel(r"$T'$ (the paper's $T$; NFE = $2T'$)")
+        ax.set_ylabel(r"$\mathrm{KL}(Y_K \,\|\, q_K)$")
+        ax.set_title("Li & Jiao App. A\nlijiao-rmp, $K$ = 10")
+        offset = pairs.ngroups
+        for ax, experiment, axis, claimed, label in (
+                (axes[0][1], DDPM_T, "paper_T", 2, JZL_SOURCE + r" claim: $\log^4 T \,/\, T^{2}$"),
+                (axes[0][2], DDPM_D, "d", -1, JZL_SOURCE + r" claim: $\mathrm{KL} \propto d$ at $T$ = 1000")):
+            rows = frame[frame["experiment"] == experiment]
+            for i, metric in enumerate(METRICS):
+                sub = rows[rows["metric"] == metric].sort_values(axis)
+                if len(sub):
+                    ax.plot(sub[axis], sub["value"], marker="o", color=colours[(offset + i) % 10],
+                            label=f"ddpm: {METRIC_LABELS[metric]}")
+            _reference(ax, rows[rows["metric"] == "kl"], axis, "value", claimed, label)
+            ax.set_xlabel("steps $T$" if axis == "paper_T" else "dimension $d$")
+            ax.set_ylabel(r"$\mathrm{KL}$")
+            steps = int(rows["paper_T"].iloc[0]) if axis == "d" and len(rows) else None
+            ax.set_title("Jiao, Zhou & Li App. A\nddpm, li2023, "
+                         + ("against $T$" if axis == "paper_T" else f"$T$ = {steps} steps" if steps else "against $d$"))
+        for ax in axes[0]:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(True, which="both")
+            log_ticks_125(ax.xaxis)
+            log_ticks_125(ax.yaxis)
+        legend_below(fig, list(axes[0]), ncol=2)
+        written = save_figure(fig, args.out / "papers.png")  # PNG, PDF and SVG
+    print(caption(
+        "Published experiments rerun with exact scores on their Gaussian targets, each beside its paper's claim. "
+        "Left: Li & Jiao (arXiv 2410.13738 v2, App. A), lijiao-rmp with K = 10, KL(Y_K || q_K) in closed form "
+        "against the paper's T' (NFE = 2T'), one colour per (d, k): circles and solid lines the median over the "
+        "schedule draws, dashed lines the worst draw. Middle and right: Jiao, Zhou & Li (arXiv 2510.27562, App. A), "
+        "DDPM on the li2023 schedule, against the number of steps T and against d at the fixed step count in the "
+        "title, both KL directions (which one the paper plots is not known to the project). Grey dotted lines: the "
+        "claimed shape (log^4 T / T^3, log^4 T / T^2, KL proportional to d), with its paper in the legend, drawn "
+        "through the geometric mean of the KL(sampler || data) points (left: the medians); only their slope is "
+        "claimed, not their height. The claim table (claims.csv, claims.md) gives the fitted orders, their 95% "
+        "intervals and the verdicts."))
+    return written
 
 
 def _reference(ax, rows, axis: str, column: str, order: float, label: str) -> None:
@@ -367,7 +394,7 @@ def _reference(ax, rows, axis: str, column: str, order: float, label: str) -> No
         return
     shape = (np.log(x) ** LOG_POWER / x**order) if order > 0 else x ** (-order)
     middle = math.exp(np.log(rows[column].to_numpy(float)).mean())
-    ax.plot(x, shape * middle / math.exp(np.log(shape).mean()), color="grey", ls=":", lw=1.2, label=f"claim: {label}")
+    ax.plot(x, shape * middle / math.exp(np.log(shape).mean()), color="0.45", ls=":", lw=1.2, label=label)
 
 
 STUDY = Study("papers", build_parser, "papers.csv", COLUMNS, KEY, jobs, work, summarise, report, plot)

@@ -96,7 +96,24 @@ def test_the_new_theorems_shapes_have_their_stated_powers():
     assert BY_ID["jiaozhouli2025-kl-lower"].bound == "lower"
 
 
-def test_the_study_runs_end_to_end_and_a_rerun_measures_nothing(tmp_path, capsys):
+def _capture_legends(monkeypatch) -> dict:
+    """Record the legend texts (figure and panel legends) of every figure studies.plotting.save_figure writes."""
+    from studies import plotting
+
+    seen: dict = {}
+    real_save = plotting.save_figure
+
+    def capture(fig, path, formats=plotting.FORMATS):
+        texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+        texts += [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+        seen["legend"] = texts
+        return real_save(fig, path, formats)
+
+    monkeypatch.setattr(plotting, "save_figure", capture)
+    return seen
+
+
+def test_the_study_runs_end_to_end_and_a_rerun_measures_nothing(tmp_path, capsys, monkeypatch):
     argv = ["--target", "isotropic:2?sigma2=0.2", "--d", "2", "4", "8", "--T", "8", "--sampler", "ddim",
             "ddpm-posterior", "--samples", "100", "--scheduler", "none", "--out", str(tmp_path)]
     assert study.main(argv) == 0
@@ -108,10 +125,32 @@ def test_the_study_runs_end_to_end_and_a_rerun_measures_nothing(tmp_path, capsys
     exponents = pd.read_csv(tmp_path / "exponents.csv")
     assert {"ddim", "ddpm-posterior"} <= set(exponents["sampler"])
     assert ((exponents["ci_low"] <= exponents["exponent"]) & (exponents["exponent"] <= exponents["ci_high"])).all()
-    assert (tmp_path / "isotropic.png").stat().st_size > 0
+    assert (tmp_path / "isotropic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "isotropic.pdf").read_bytes()[:5] == b"%PDF-"
+    assert b"<svg" in (tmp_path / "isotropic.svg").read_bytes()[:2000]
     before = (tmp_path / "isotropic.csv").read_text()
+    seen = _capture_legends(monkeypatch)
+    capsys.readouterr()
     assert study.main(argv) == 0
     assert (tmp_path / "isotropic.csv").read_text() == before  # every row reused
+    legend, printed = seen["legend"], capsys.readouterr().out
+    # the reference lines carry the ids of the theorems that predict them, with the d-power theory.bounds gives
+    for tid in ("jiaozhouli2025-kl", "jiaozhouli2025-kl-lower", "jiaozhouli2025-tv", "licaiwei2025-ddpm-gmm"):
+        power = f"$d^{{{BY_ID[tid].d_power:g}}}$"
+        assert any(tid in text and power in text for text in legend), (tid, power, legend)
+    # each fitted exponent of the table in the figure's metrics (kl and tv; 3 d: the all-d fit) is drawn, with its
+    # interval and window, and no other
+    drawn = exponents[exponents["metric"].isin(["kl", "tv"])]
+    fits = [text for text in legend if " fit: " in text]
+    assert len(drawn) and len(fits) == len(drawn), (fits, drawn)
+    for row in drawn.itertuples():
+        label = (f"{row.sampler} {row.metric.upper()} all-$d$ fit: {row.exponent:.2f} "
+                 f"[{row.ci_low:.2f}, {row.ci_high:.2f}]")
+        assert any(label in text and text.endswith("$d$ = 2..8") for text in fits), (label, fits)
+    caption = printed[printed.index("caption:"):]
+    for tid in ("jiaozhouli2025-kl", "jiaozhouli2025-kl-lower", "jiaozhouli2025-tv", "licaiwei2025-ddpm-gmm"):
+        assert tid in caption
+    assert "95% interval" in caption
 
 
 def test_the_study_refuses_a_target_outside_the_family(tmp_path, capsys):
@@ -119,3 +158,31 @@ def test_the_study_refuses_a_target_outside_the_family(tmp_path, capsys):
         study.main(["--target", "gaussian", "--d", "4", "--T", "8", "--out", str(tmp_path), "--no-plot"])
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(err) == 1 and "'gaussian'" in err[0], err
+
+
+def _synthetic(values_tv, values_kl, d, T=8) -> pd.DataFrame:
+    rows = []
+    for metric, values in (("tv", values_tv), ("kl", values_kl)):
+        for di, v in zip(d, values):
+            rows.append({"target": "isotropic:2?sigma2=1", "H": 2, "sigma2": 1.0, "k": 1, "sampler": "ddim",
+                         "d": di, "T": T, "metric": metric, "value": v, "scaled": (T if metric == "tv" else T**2) * v})
+    return pd.DataFrame(rows)
+
+
+def test_the_figure_marks_saturated_tv_and_draws_no_fit_where_too_few_d_are_usable(tmp_path, monkeypatch):
+    """TV at or above 0.5 is left out of the fits: with two of four d saturated the TV panel has too few points for
+    a fit (no line), its saturated points carry the hollow-square mark, and the caption says so; the KL fit, over
+    the three largest d of an exact d^1 law, is drawn with exponent 1 over d = 4..16."""
+    seen = _capture_legends(monkeypatch)
+    d = [2, 4, 8, 16]
+    written, text = study.plot(_synthetic([0.2, 0.4, 0.6, 0.9], [1e-3 * x for x in d], d), tmp_path / "iso.png")
+    assert [p.name for p in written] == ["iso.png", "iso.pdf", "iso.svg"] and all(p.is_file() for p in written)
+    fits = [t for t in seen["legend"] if " fit: " in t]
+    assert fits == [r"$H$ = 2, $\sigma^2$ = 1: ddim KL large-$d$ fit: 1.00 [1.00, 1.00], $d$ = 4..16"], fits
+    assert study.MARKS["capped"] in seen["legend"]
+    assert "Hollow squares" in text and "No broad line" in text
+    # nothing saturated, every fit drawn: neither the mark nor the abstention is claimed
+    seen.clear()
+    _, text = study.plot(_synthetic([0.01 * x**0.5 for x in d], [1e-3 * x for x in d], d), tmp_path / "iso2.png")
+    assert sum(" fit: " in t for t in seen["legend"]) == 2
+    assert study.MARKS["capped"] not in seen["legend"] and "Hollow squares" not in text and "No broad line" not in text

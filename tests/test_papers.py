@@ -232,3 +232,39 @@ def test_bad_input_is_one_line_and_exit_2(argv, word, tmp_path, capsys):
     assert err.value.code == 2
     message = capsys.readouterr().err.strip()
     assert len(message.splitlines()) == 1 and word in message
+
+
+def test_the_figure_is_written_in_three_formats_with_the_claims_in_its_legend_and_a_caption(tiny_run, tmp_path,
+                                                                                           monkeypatch, capsys):
+    import argparse
+
+    from studies import plotting
+
+    seen = {}
+    real_save = plotting.save_figure
+
+    def capture(fig, path, formats=plotting.FORMATS):
+        seen["legend"] = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+        seen["axes"] = [ax.get_legend() for ax in fig.axes]
+        return real_save(fig, path, formats)
+
+    monkeypatch.setattr(plotting, "save_figure", capture)
+    frame = pd.read_csv(tiny_run / "papers.csv")
+    written = papers.plot(frame, argparse.Namespace(out=tmp_path))
+    assert [p.name for p in written] == ["papers.png", "papers.pdf", "papers.svg"]
+    assert written[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and written[1].read_bytes()[:5] == b"%PDF-"
+    assert b"<svg" in written[2].read_bytes()[:2000]
+    legend = seen["legend"]
+    assert seen["axes"] == [None, None, None]  # one legend, under the panels
+    # each claim line names the paper it comes from, and every claim of the claim table has its line
+    claims = [text for text in legend if " claim: " in text]
+    assert sorted(text.split(" claim: ")[0] for text in claims) == sorted(
+        [papers.LIJIAO_SOURCE, papers.JZL_SOURCE, papers.JZL_SOURCE])
+    assert any(r"{T'}^{3}" in text for text in claims) and any("T^{2}" in text for text in claims)
+    assert any(r"\propto d" in text for text in claims)
+    # the measured series: median and worst per (d, k), both KL directions of the DDPM experiment
+    assert "$d$ = 6, $k$ = 3: median over draws" in legend and "$d$ = 6, $k$ = 3: worst draw" in legend
+    assert {f"ddpm: {label}" for label in papers.METRIC_LABELS.values()} <= set(legend)
+    caption = capsys.readouterr().out
+    caption = caption[caption.index("caption:"):]
+    assert "2410.13738" in caption and "2510.27562" in caption and "dashed" in caption and "dotted" in caption
