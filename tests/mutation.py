@@ -58,7 +58,8 @@ VERDICT_TESTS = "tests/test_verdict*.py"
 MODULES: dict[str, tuple[list[str], str | None]] = {
     # theory/
     "theory/targets.py": (["tests/test_targets.py", "tests/test_engine_paths.py", "tests/test_pinned.py"], None),
-    "theory/schedules.py": (["tests/test_li2023.py", "tests/test_solvers.py", LAWS_SAMPLERS], None),
+    "theory/schedules.py": (["tests/test_li2023.py", "tests/test_solvers.py", LAWS_SAMPLERS, "tests/test_renoise.py"],
+                            None),
     "theory/solver_grids.py": (["tests/test_solvers.py", LAWS_SAMPLERS], None),
     "theory/catalog.py": (["tests/test_targets.py", "tests/test_pinned.py", LAWS_THEORY], None),
     "theory/posterior.py": (["tests/test_path_kl.py"], None),

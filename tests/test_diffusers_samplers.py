@@ -258,6 +258,7 @@ def test_json_config_round_trip(tmp_path):
     ("diffusers:DDIMScheduler?clip_sample", "not key=value"),
     ("diffusers:DDIMScheduler?eta=1&eta=0", "given twice"),
     ("diffusers:DDIMScheduler?eta=-1", "eta must be a number >= 0"),
+    ("diffusers:LMSDiscreteScheduler?order=0", "order must be an integer >= 1"),
     ("diffusers:DDIMScheduler?beta_schedule=cubic", "refused its config"),
     ("diffusers:DPMSolverMultistepScheduler?algorithm_type=sde-dpmsolver++", "not a chain of Gaussian"),
     ("diffusers:DPMSolverMultistepScheduler?prediction_type=flow_prediction", "prediction_type='flow_prediction'"),

@@ -217,3 +217,14 @@ def test_theorem_entry_reads_kl_data_to_sampler_and_its_conditions():
     assert theorem.metric == "kl_reverse" and theorem.order == 2.0 and theorem.d_power == 2.0
     assert "K > d (log(1/delta) + T_end)" in theorem.statement
     assert get_sampler("ode-renoise").info.theorems == ("jainzhang2025-kl",)
+
+
+def test_jainzhang_defaults_are_the_practical_grids_ends():
+    """By default the grid starts at the level of sigma_max = 80 (abar = 1 / (1 + 80^2)) and its last step overshoots
+    to delta, the OU time of sigma_min = 0.002 (abar = 1 / (1 + 0.002^2)), the ends of theory.solver_grids."""
+    grid = make_grid("jainzhang", 64)
+    assert float(grid.abar[0]) == pytest.approx(1 / (1 + 80.0**2), rel=1e-12)
+    t = -0.5 * torch.log(grid.abar)
+    c = grid.params["c"]
+    delta = float(t[-1]) - c * min(1.0, float(t[-1]))
+    assert delta == pytest.approx(0.5 * math.log1p(0.002**2), rel=1e-9)
