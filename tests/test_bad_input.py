@@ -266,3 +266,20 @@ def test_a_not_measured_reason_is_written_whole(monkeypatch, tmp_path):
                                           "--out", str(tmp_path)])
     row, = nfe.work(nfe.jobs(args, torch.device("cpu"))[0])
     assert row["status"] == "not-invertible" and row["method"] == LONG_REASON
+
+
+def test_a_covariance_asymmetric_beyond_rounding_is_refused_and_one_within_it_is_not():
+    """Symmetry is checked to a relative 1e-10 (rounding in a written file passes; a real asymmetry does not), and
+    a 2 x 2 minor below zero is refused as not positive semi-definite, each in one line naming the entry."""
+    from theory.target_file import TargetError, check_mixture
+
+    def spec(c01, c10, c00=1.0, c11=1.0):
+        return {"weights": [1.0], "means": [[0.0, 0.0]], "covs": [[[c00, c01], [c10, c11]]]}
+
+    check_mixture(spec(0.3, 0.3 + 1e-13))
+    for bad in (spec(0.3, 0.3 + 1e-6), spec(0.3, 0.5)):
+        with pytest.raises(TargetError, match="symmetric") as err:
+            check_mixture(bad)
+        assert "\n" not in str(err.value)
+    with pytest.raises(TargetError, match="positive semi-definite"):
+        check_mixture(spec(1.5, 1.5))

@@ -286,3 +286,35 @@ def test_a_sampler_fingerprint_is_its_options():
     assert PicardODE(2, 4).fingerprint() == PicardODE(2, 4).fingerprint()
     assert PicardODE(2, 4).fingerprint() != PicardODE(2, 8).fingerprint()
     assert get_sampler("expint:2").fingerprint() != get_sampler("expint:3").fingerprint()
+
+
+def test_fingerprints_refuse_values_nested_deeper_than_the_limit_counting_every_level():
+    """digest(values) encodes the tuple of its arguments at level 0, each container one level further: a value
+    nested MAX_DEPTH - 1 lists deep (the innermost at level MAX_DEPTH) is encoded, one list more is refused; a
+    dataclass is a level and its field mapping another, so half as many nested dataclasses reach the limit."""
+    import dataclasses
+
+    from theory.fingerprint import MAX_DEPTH, digest
+
+    def lists(n):
+        value = 1
+        for _ in range(n):
+            value = [value]
+        return value
+
+    @dataclasses.dataclass(frozen=True)
+    class Box:
+        inner: object
+
+    def boxes(n):
+        value = 1
+        for _ in range(n):
+            value = Box(value)
+        return value
+
+    digest(lists(MAX_DEPTH - 1))
+    with pytest.raises(TypeError, match="nested deeper"):
+        digest(lists(MAX_DEPTH))
+    digest(boxes(MAX_DEPTH // 2 - 1))
+    with pytest.raises(TypeError, match="nested deeper"):
+        digest(boxes(MAX_DEPTH // 2))

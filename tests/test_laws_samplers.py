@@ -285,3 +285,30 @@ def test_solver_grids_refuse_a_zero_or_inverted_noise_range(schedule):
     for sigma_min, sigma_max in ((0.0, 80.0), (1.0, 0.5), (0.002, float("inf"))):
         with pytest.raises(ScheduleError, match="need 0 < sigma_min < sigma_max < inf"):
             make_grid(schedule, 5, sigma_min=sigma_min, sigma_max=sigma_max)
+
+
+def test_samplers_with_their_own_grid_are_labelled_so_and_named_as_the_registry_spells_them():
+    """A sampler that builds its own grid (lijiao-rmp: the drawn levels) records OWN_GRID as its schedule, any other
+    the schedule it ran on; an unknown name's refusal spells a query-form family as name[?options]."""
+    from samplers.base import OWN_GRID, SamplerError, schedule_label
+
+    assert schedule_label(get_sampler("lijiao-rmp"), "li2023") == OWN_GRID
+    assert schedule_label(get_sampler("ddim"), "li2023") == "li2023"
+    assert schedule_label(None, "li2023") == "li2023"
+    with pytest.raises(SamplerError) as err:
+        get_sampler("no-such-sampler")
+    assert "lijiao-rmp[?options]" in str(err.value) and "lijiao-rmp-parallel[?options]" in str(err.value)
+
+
+def test_the_randomized_midpoint_default_is_the_uniform_time():
+    """RandomizedMidpointODE() with no argument is the registry's uniform-time ode-rmp: the same output on the same
+    draws (the importance-sampled time would move every step)."""
+    from samplers.randomized_midpoint import RandomizedMidpointODE
+
+    target = gaussian(torch.tensor([0.4], dtype=DTYPE), torch.tensor([[0.3]], dtype=DTYPE))
+    grid = make_grid("li2023", 12)
+    x = torch.linspace(-2, 2, 7, dtype=DTYPE)[:, None]
+    outs = [sampler.run(CountingModel(ExactModel(target)), grid, x.clone(), Noise(3))
+            for sampler in (RandomizedMidpointODE(), get_sampler("ode-rmp"), get_sampler("ode-rmp-is"))]
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+    assert float((outs[0] - outs[2]).abs().max()) > 1e-6

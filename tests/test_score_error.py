@@ -99,3 +99,19 @@ def test_study_cli_rejects_bad_input(tmp_path):
     with pytest.raises(SystemExit) as err:
         score_error.main(["--target", "nope", "--out", str(tmp_path), "--no-plot"])
     assert err.value.code == 2
+
+
+def test_the_perturbed_target_keeps_tweedie_and_eps_consistent_with_its_score():
+    """For the perturbed law, eps = -sqrt(1 - abar) score and the denoiser (x + (1 - abar) score) / sqrt(abar) =
+    (x - sqrt(1 - abar) eps) / sqrt(abar), with the perturbed score (the exact one plus the field)."""
+    target = PerturbedTarget(get_target("mix1d"), SineField(0.1, 2.0))
+    x = torch.linspace(-3, 3, 11, dtype=torch.float64)[:, None]
+    for abar in (0.05, 0.5, 0.97):
+        score = target.base.score(x, abar) + target.field(x, abar)
+        torch.testing.assert_close(target.score(x, abar), score, rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(target.eps(x, abar), -math.sqrt(1 - abar) * score, rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(target.denoiser(x, abar), (x + (1 - abar) * score) / math.sqrt(abar),
+                                   rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(target.denoiser(x, abar),
+                                   (x - math.sqrt(1 - abar) * target.eps(x, abar)) / math.sqrt(abar),
+                                   rtol=1e-13, atol=1e-13)
