@@ -298,3 +298,21 @@ def test_randomized_engine_tv_lies_within_its_error_of_the_same_engine_on_an_eig
     fine = measure(target, sampler, grid, method="grid-1d-randomized", G=8 * G)["tv"]
     assert fine.numerical_error < coarse.numerical_error
     assert abs(coarse.value - fine.value) <= coarse.numerical_error + fine.numerical_error, (coarse, fine)
+
+
+@pytest.mark.parametrize("h", [0.1, 0.05])
+def test_log_density_interpolation_at_mid_cells_meets_the_centred_six_node_error_bound(h):
+    """LogDensity1D interpolates log p through 6 nodes centred on the cell: at a mid-cell point s = i + 1/2 the
+    Lagrange remainder is f^(6)(xi) / 6! * h^6 * prod_j |t_j| with offsets t_j = +-1/2, +-3/2, +-5/2, so for
+    log p = sin (|f^(6)| <= 1) the error is at most h^6 / 720 * (1/2 * 3/2 * 5/2)^2 there. (A stencil shifted
+    by one node has the product 7/2 * 5/2 * 3/2 * 1/2 * 1/2 * 3/2, 1.4 times larger, and breaks the bound where
+    |sin| is near 1.)"""
+    from exact.density_1d import LogDensity1D
+
+    z = torch.arange(-6.0, 6.0 + h / 2, h, dtype=DTYPE)
+    interpolant = LogDensity1D(z, torch.exp(torch.sin(z)))
+    mid = z[10:-10] + h / 2  # interior cells: no stencil is clamped at an end
+    error = (interpolant(mid) - torch.sin(mid)).abs().max()
+    bound = h**6 / 720 * (0.5 * 1.5 * 2.5) ** 2
+    assert error <= bound, (float(error), bound)
+    assert error > 0.5 * bound  # near x = pi/2 the remainder is close to the bound: the law is not vacuous
