@@ -107,3 +107,24 @@ def test_mixture_diag_target():
     t = get_target("mixture-diag", 5)
     assert t.d == 5 and t.K == 4 and t.diagonal
     assert math.isclose(float(torch.linalg.norm(t.means[0])), 2.0, rel_tol=1e-12)
+
+
+def test_a_folding_map_is_refused_at_a_point_where_its_jacobian_determinant_is_not_positive():
+    """The map F(x) = (x_1^3 - x_1, x_2) has det dF/dx = 3 x_1^2 - 1, negative on |x_1| < 1/sqrt(3), a band that
+    draws from q_T hit often: the engine refuses, and the point it names lies in that band (det <= 0 there)."""
+    import re
+
+    from samplers.base import Sampler, SamplerInfo
+
+    class Folds(Sampler):
+        info = SamplerInfo("folds-in-a-band", False, 0, 1.0, "test only")
+
+        def run(self, model, grid, x, noise):
+            return torch.stack([x[:, 0] ** 3 - x[:, 0], x[:, 1]], dim=1)
+
+    target = get_target("mixture-diag", 2)
+    for seed in range(5):
+        with pytest.raises(DivergenceError, match="non-positive determinant") as refusal:
+            flow.flow_mc(target, Folds(), make_grid("li2023", 4), samples=64, seed=seed)
+        named = [float(v) for v in re.search(r"at x = \[([^\]]*)\]", str(refusal.value)).group(1).split(",")]
+        assert 3 * named[0] ** 2 - 1 <= 0, (seed, named)

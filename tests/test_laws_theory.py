@@ -93,3 +93,21 @@ def test_em_runs_the_iterations_it_is_asked_for_when_it_cannot_converge(iteratio
     result = fit_em(x, 2, iterations=iterations, tol=0.0)
     assert result.iterations == iterations and not result.converged
     assert len(result.log_likelihood) == iterations + 1
+
+
+def test_em_kmeans_pp_seeds_fall_one_in_each_of_far_apart_tight_clusters():
+    """k-means++ draws each new centre with probability proportional to the squared distance to the nearest
+    centre so far: a point already chosen has weight 0, and on three tight clusters (spread 1e-3) a distance 100
+    apart the chance that a new seed lands in an already-seeded cluster is about (1e-3 / 100)^2 per point, so over
+    many seeds the three centres always fall one in each cluster."""
+    import torch
+
+    from theory.em import _kmeans_pp
+
+    gen = torch.Generator().manual_seed(1)
+    offsets = torch.tensor([[-100.0, 0.0], [0.0, 100.0], [100.0, 0.0]], dtype=torch.float64)
+    x = torch.cat([o + 1e-3 * torch.randn(40, 2, generator=gen, dtype=torch.float64) for o in offsets])
+    for seed in range(50):
+        centres = _kmeans_pp(x, 3, torch.Generator().manual_seed(seed))
+        cluster = torch.cdist(centres, offsets).argmin(1)
+        assert sorted(cluster.tolist()) == [0, 1, 2], (seed, centres)
