@@ -44,6 +44,7 @@ from exact import METHODS, DivergenceError, measure
 from samplers import get_sampler
 from studies.common import (Skip, Study, StudyParser, add_flags, code_digest, integer, refuse_unmeasurable,
                             sampler_list, study_parser, with_intervals)
+from studies.tables import export_tables
 from theory.bounds import BY_ID, theorems_for
 from theory.catalog import get_target
 from theory.rates import RateError, fit_order
@@ -79,8 +80,8 @@ PREDICTIONS = {
 def build_parser() -> StudyParser:
     parser = study_parser("isotropic", __doc__)
     add_flags(parser, sampler=DEFAULT_SAMPLERS, target=DEFAULT_TARGETS, d=DEFAULT_D, schedule="li2023", T=DEFAULT_T,
-              seed=0, device="cpu", threads=1, out=Path("results/isotropic"), no_plot=False, scheduler="auto",
-              workers=None, fresh=False)
+              seed=0, device="cpu", threads=1, out=Path("results/isotropic"), no_plot=False, table=None,
+              scheduler="auto", workers=None, fresh=False)
     parser.add_argument("--max-stochastic-T", type=integer(2), default=DEFAULT_MAX_STOCHASTIC_T,
                         help="largest T for the stochastic samplers (about 0.05 s per step and per d on a loaded "
                              "core); the deterministic ones run every --T")
@@ -240,7 +241,7 @@ def report(frame: pd.DataFrame, exponents: pd.DataFrame, args: argparse.Namespac
     for tid in ("jiaozhouli2025-kl", "jiaozhouli2025-tv", "jiaozhouli2025-kl-lower", "licaiwei2025-ddpm-gmm"):
         print(f"  [{tid}] {BY_ID[tid].statement} (source: {BY_ID[tid].source or 'full text'})")
     print("  kl = KL(sampler || data); kl_reverse = KL(data || sampler), the direction of the DDPM theorems")
-    return [args.out / "exponents.csv"]
+    return [args.out / "exponents.csv", *export_tables({"exponents": shown}, args)]
 
 
 # What each reference line of the figure is: the d-power from theory.bounds and the theorems that predict it.

@@ -69,7 +69,7 @@ from exact.gaussian import diagonal_kl_terms, diagonal_output_law
 from samplers import get_sampler, sampler_grid
 from samplers.base import OWN_GRID
 from studies.common import Study, StudyParser, add_flags, code_digest, integer, study_parser
-from studies.tables import to_markdown
+from studies.tables import export_tables, to_markdown
 from studies.rates import with_draws
 from theory.catalog import appendix_a_gaussian
 from theory.rates import RateError, Verdict, fit_order, order_verdict
@@ -109,8 +109,7 @@ def dk_pair(text: str) -> tuple[int, int]:
 def build_parser() -> StudyParser:
     parser = study_parser("papers", __doc__)
     add_flags(parser, T=DEFAULT_LIJIAO_T, seed=0, draws=8, device="cpu", threads=1, out=Path("results/papers"),
-              no_plot=False,
-              scheduler="none", workers=None, fresh=False)
+              no_plot=False, table=None, scheduler="none", workers=None, fresh=False)
     parser.add_argument("--dk", type=dk_pair, nargs="+", default=[dk_pair(p) for p in DEFAULT_DK],
                         help="Li & Jiao's (d, k) pairs, each d,k (the first k variances Uniform[0, 10], the rest 0)")
     parser.add_argument("--lijiao", default="lijiao-rmp?K=10",
@@ -314,7 +313,8 @@ def report(frame: pd.DataFrame, claims: pd.DataFrame, args: argparse.Namespace) 
     claims.to_csv(args.out / "claims.csv", index=False)
     (args.out / "claims.md").write_text(to_markdown(table))
     spread.to_csv(args.out / "draws.csv", index=False)
-    return [args.out / "claims.csv", args.out / "claims.md", args.out / "draws.csv"]
+    return [args.out / "claims.csv", args.out / "claims.md", args.out / "draws.csv",
+            *export_tables({"claims": table}, args)]
 
 
 METRIC_LABELS = {"kl": r"$\mathrm{KL}(\mathrm{sampler} \,\|\, \mathrm{data})$",

@@ -111,6 +111,11 @@ TINY = {
                  {"geometry": "geometry.csv"}),
     "tightness": (["--sampler", "ddim", "--T", "8", "16", "--budget", "2", "--starts", "2"],
                   {"constants": "constants.csv"}),
+    "isotropic": (["--target", "isotropic:2?sigma2=0.2", "--d", "2", "4", "8", "--T", "8", "--sampler", "ddim",
+                   "--samples", "100"],
+                  {"exponents": "exponents.csv"}),
+    "papers": (["--dk", "6,3", "--T", "21", "81", "--draws", "1", "--ddpm-T", "17", "65", "--ddpm-d", "2", "4",
+                "--ddpm-at", "17"], {"claims": "claims.csv"}),
 }
 
 
