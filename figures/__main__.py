@@ -59,6 +59,7 @@ SEED_SAMPLERS = ("ode", "ddim", "ode-accel", "ddpm", "ddpm-accel")
 # the machine it ran on; the others are to be filled in the same way, never estimated.
 LOADED = "fresh clone; shared CPU (nproc 1, machine of 2 cores) at load average 7-9, not idle; 2026-12-08"
 SHARED = "fresh clone; the 2-core machine at load average 3-5 (other jobs running), not idle; 2026-12-08"
+PAIRED = "fresh clone; the 2-core machine running this and one other study side by side; 2026-12-08"
 FIGURES: dict[str, Figure] = {
     "rates": Figure("studies.rates", ("--sampler", *SEED_SAMPLERS), {"rates.png": "rates.png"}, 91, SHARED),
     "rates-gaussian-init": Figure("studies.rates", ("--sampler", *SEED_SAMPLERS, "--init", "gaussian"),
@@ -77,6 +78,8 @@ FIGURES: dict[str, Figure] = {
     "score-error": Figure("studies.score_error", (), {"score_error.png": "score_error.png"}, 77, LOADED),
     "nfe": Figure("studies.nfe", (), {"nfe.png": "nfe.png", "nfe_grids.png": "nfe_grids.png"}),
     "geometry": Figure("studies.geometry", (), {"geometry.png": "geometry.png"}, 48, LOADED),
+    "isotropic": Figure("studies.isotropic", (), {"isotropic.png": "isotropic.png"}, 200, PAIRED),
+    "papers": Figure("studies.papers", (), {"papers.png": "papers.png"}, 199, PAIRED),
     "images": Figure("studies.images", (), {"digits/images.png": "images.png",
                                             "digits/grids/reference.png": "images-reference.png",
                                             "digits/grids/deis_nfe5.png": "images-deis-nfe5.png",

@@ -210,8 +210,9 @@ def legend_below(fig, axes, extra: tuple[list, list[str]] = ([], []), ncol: int 
 
 
 def log_ticks_125(axis) -> None:
-    """Label a log axis (after its data are drawn) at a few round values -- 1, 2 and 5 times powers of ten, finer
-    where the axis spans less than that gives three of -- written plainly (0.02, 0.5), with unlabelled minor ticks.
+    """Label a log axis (after its data are drawn) at a few round values -- powers of ten, else 1 and 3, else 1, 2
+    and 5 times them, the coarsest set that gives three labels -- written plainly (0.02, 300), with unlabelled minor ticks;
+    an axis wider than four decades gets powers of ten only, at most about six, as 10^k.
     Matplotlib's default labels every minor tick of an axis spanning about one decade, and they overlap at paper
     sizes."""
     import matplotlib.ticker as ticker
@@ -219,14 +220,21 @@ def log_ticks_125(axis) -> None:
     lo, hi = sorted(axis.get_view_interval())
     if not (lo > 0 and hi > lo):
         return
+    if math.log10(hi / lo) > 4:  # a wide axis: powers of ten only, at most about 6 of them (10^k in mathtext)
+        first, last = math.ceil(math.log10(lo)), math.floor(math.log10(hi))
+        step = max(1, math.ceil((last - first + 1) / 6))
+        axis.set_major_locator(ticker.FixedLocator([10.0**k for k in range(first, last + 1, step)]))
+        axis.set_major_formatter(ticker.LogFormatterSciNotation())
+        axis.set_minor_formatter(ticker.NullFormatter())
+        return
     powers = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
     ticks: list[float] = []
-    for subs in ((1, 2, 5), (1, 2, 3, 5, 7), (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9)):
+    for subs in ((1,), (1, 3), (1, 2, 5), (1, 2, 3, 5, 7), (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9)):
         ticks = [m * 10.0**k for k in powers for m in subs if lo <= m * 10.0**k <= hi]
         if len(ticks) >= 3:
             break
     axis.set_major_locator(ticker.FixedLocator(ticks))
-    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if 1e-4 <= v < 1e5 else f"{v:.0e}"))
     axis.set_minor_formatter(ticker.NullFormatter())
 
 

@@ -230,3 +230,21 @@ def test_the_dimension_figure_draws_every_covering_theorem_at_its_d_power():
                     assert drawn[theorem.id] == theorem.d_power / 2
                 else:
                     assert theorem.id not in drawn
+
+
+@pytest.mark.parametrize("lo, hi, most", [(0.02, 0.9, 9), (1e-3, 2.0, 12), (3e-6, 4e5, 7), (1e-12, 1.0, 7)])
+def test_log_ticks_label_a_few_values_inside_the_axis(lo, hi, most):
+    """However wide the axis, its labels are few (at most about six powers of ten past four decades, 1-2-5 values
+    below), increasing, inside the view, and at least three where the axis spans enough for them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.set_yscale("log")
+    ax.set_ylim(lo, hi)
+    plotting.log_ticks_125(ax.yaxis)
+    ticks = [t for t in ax.yaxis.get_majorticklocs() if lo <= t <= hi]
+    plt.close(fig)
+    assert 2 <= len(ticks) <= most and ticks == sorted(ticks)
