@@ -57,7 +57,6 @@ SEED_SAMPLERS = ("ode", "ddim", "ode-accel", "ddpm", "ddpm-accel")
 
 # A time is the wall time of `python -m figures NAME` in a fresh clone (Python start-up and imports included), with
 # the machine it ran on; the others are to be filled in the same way, never estimated.
-LOADED = "fresh clone; shared CPU (nproc 1, machine of 2 cores) at load average 7-9, not idle; 2026-12-08"
 SHARED = "fresh clone; the 2-core machine at load average 3-5 (other jobs running), not idle; 2026-12-08"
 PAIRED = "fresh clone; the 2-core machine running this and one other study side by side; 2026-12-08"
 FIGURES: dict[str, Figure] = {
@@ -67,7 +66,7 @@ FIGURES: dict[str, Figure] = {
     "dimension": Figure("studies.dimension", (), {"dimension.png": "dimension.png"}),
     "dimension-subspace": Figure("studies.dimension", ("--family", "subspace"),
                                  {"dimension.png": "dimension-subspace.png"}),
-    "tightness": Figure("studies.tightness", (), {"tightness.png": "tightness.png"}),
+    "tightness": Figure("studies.tightness", (), {"tightness.png": "tightness.png"}, 178, PAIRED),
     # the samplers proven since 2024 against the seed ones at equal NFE, every sampler on the li2023 grid
     "frontier-mix1d": Figure("studies.nfe", ("--sampler", *FRONTIER, "--grid", "li2023", "--nfe", "12", "24", "48",
                                              "96", "--no-grid-table", "--no-amed"), {"nfe.png": "frontier-mix1d.png"}),
@@ -75,9 +74,9 @@ FIGURES: dict[str, Figure] = {
                                                   "48", "96", "--target", "subspace-product:2", "--d", "16",
                                                   "--no-grid-table", "--no-amed"),
                                   {"nfe.png": "frontier-subspace16.png"}),
-    "score-error": Figure("studies.score_error", (), {"score_error.png": "score_error.png"}, 77, LOADED),
+    "score-error": Figure("studies.score_error", (), {"score_error.png": "score_error.png"}, 24, PAIRED),
     "nfe": Figure("studies.nfe", (), {"nfe.png": "nfe.png", "nfe_grids.png": "nfe_grids.png"}),
-    "geometry": Figure("studies.geometry", (), {"geometry.png": "geometry.png"}, 48, LOADED),
+    "geometry": Figure("studies.geometry", (), {"geometry.png": "geometry.png"}, 29, PAIRED),
     "isotropic": Figure("studies.isotropic", (), {"isotropic.png": "isotropic.png"}, 200, PAIRED),
     "papers": Figure("studies.papers", (), {"papers.png": "papers.png"}, 199, PAIRED),
     "images": Figure("studies.images", (), {"digits/images.png": "images.png",
