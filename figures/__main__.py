@@ -63,9 +63,9 @@ FIGURES: dict[str, Figure] = {
     "rates": Figure("studies.rates", ("--sampler", *SEED_SAMPLERS), {"rates.png": "rates.png"}, 91, SHARED),
     "rates-gaussian-init": Figure("studies.rates", ("--sampler", *SEED_SAMPLERS, "--init", "gaussian"),
                                   {"rates.png": "rates-gaussian-init.png"}, 79, SHARED),
-    "dimension": Figure("studies.dimension", (), {"dimension.png": "dimension.png"}),
+    "dimension": Figure("studies.dimension", (), {"dimension.png": "dimension.png"}, 261, PAIRED),
     "dimension-subspace": Figure("studies.dimension", ("--family", "subspace"),
-                                 {"dimension.png": "dimension-subspace.png"}),
+                                 {"dimension.png": "dimension-subspace.png"}, 275, PAIRED),
     "tightness": Figure("studies.tightness", (), {"tightness.png": "tightness.png"}, 178, PAIRED),
     # the samplers proven since 2024 against the seed ones at equal NFE, every sampler on the li2023 grid
     "frontier-mix1d": Figure("studies.nfe", ("--sampler", *FRONTIER, "--grid", "li2023", "--nfe", "12", "24", "48",

@@ -372,6 +372,9 @@ def plot(frame: pd.DataFrame, path: Path) -> tuple[list[Path], str]:
                                 + ",\n    ".join(", ".join(ids[i : i + 2]) for i in range(0, len(ids), 2)))
                 ax.set_xscale("log", base=2)
                 ax.set_yscale("log")
+                values = at_T["value"][at_T["value"] > 0]
+                if len(values):  # the data set the scale; a steep theorem line leaves the panel instead of hiding them
+                    ax.set_ylim(float(values.min()) / 3, float(values.max()) * 30)
                 ax.set_xlabel("dimension $d$")
                 ax.set_ylabel(r"$\mathrm{TV}$" if metric == "tv" else r"$\mathrm{KL}$")
                 methods = "/".join(sorted(sub[sub["metric"] == metric]["method"].unique()))
