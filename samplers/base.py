@@ -391,9 +391,13 @@ def get_sampler(name: str) -> Sampler:
     family, _, arg = name.partition(":")
     if arg and family + ":" in REGISTRY:
         return REGISTRY[family + ":"](arg)
-    known = ", ".join(sorted(n if not n.endswith("?") else n[:-1] + "[?options]" for n in REGISTRY
-                             if not n.endswith(":")))
-    raise SamplerError(f"unknown sampler {name!r}: known samplers are {known}")
+    raise SamplerError(f"unknown sampler {name!r}: known samplers are {', '.join(known_sampler_names())}")
+
+
+def known_sampler_names() -> list[str]:
+    """The registered names as a refusal lists them: sorted, a query-form family as name[?options], the
+    parametrised families (name:) left out."""
+    return sorted(n if not n.endswith("?") else n[:-1] + "[?options]" for n in REGISTRY if not n.endswith(":"))
 
 
 def parse_query(query: str, spec: str, family: str) -> dict:

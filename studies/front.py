@@ -147,7 +147,7 @@ def live_names() -> dict:
 
     import exact  # noqa: F401  (every module that registers something is imported: the full registries)
     import samplers
-    from samplers.base import REGISTRY
+    from samplers.base import REGISTRY, known_sampler_names
     from theory import catalog, schedules, solver_grids  # noqa: F401  (solver_grids registers its schedules)
     from theory.bounds import THEOREMS
 
@@ -170,6 +170,7 @@ def live_names() -> dict:
     return {
         "samplers": [[n, sampler_line(n)] for n in REGISTRY if not n.endswith(":")],
         "sampler_families": [[n, sampler_line(n)] for n in REGISTRY if n.endswith(":")],
+        "known_samplers": known_sampler_names(),  # as samplers.base.get_sampler's refusal spells them
         "targets": [[n, factory_line(f)] for n, f in catalog.TARGETS.items()],
         "target_families": [[n + ":", factory_line(f)] for n, f in catalog.PARAMETRISED.items()],
         "known_targets": catalog.known_targets(),
@@ -366,9 +367,7 @@ def check_sampler_names(names, index: dict) -> str | None:
             continue
         if name.partition("?")[0] + "?" in known:  # a query-form family (lijiao-rmp?K=10): options judged later
             continue
-        # the registry's own spelling (samplers.base.get_sampler): a query-form family as name[?options]
-        spelled = sorted(n if not n.endswith("?") else n[:-1] + "[?options]" for n in known)
-        return f"unknown sampler {name!r}: known samplers are {', '.join(spelled)}"
+        return f"unknown sampler {name!r}: known samplers are {', '.join(index['known_samplers'])}"
     return None
 
 

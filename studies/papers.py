@@ -70,7 +70,7 @@ from samplers import get_sampler, sampler_grid
 from samplers.base import OWN_GRID
 from studies.common import Study, StudyParser, add_flags, code_digest, integer, study_parser
 from studies.tables import export_tables, to_markdown
-from studies.rates import with_draws
+from studies.rates import median_and_worst, with_draws
 from theory.catalog import appendix_a_gaussian
 from theory.rates import RateError, Verdict, fit_order, order_verdict
 
@@ -219,11 +219,7 @@ def verdict(order: Verdict) -> str:
 
 def over_draws(frame: pd.DataFrame) -> pd.DataFrame:
     """Median and worst KL over the schedule draws of each (d, k, T, metric) of Li & Jiao's experiment."""
-    rows = frame[frame["experiment"] == LIJIAO]
-    if rows.empty:
-        return pd.DataFrame(columns=["d", "k", "T", "paper_T", "metric", "draws", "median", "worst"])
-    return (rows.groupby(["d", "k", "T", "paper_T", "metric"], sort=True)["value"]
-            .agg(draws="count", median="median", worst="max").reset_index())
+    return median_and_worst(frame[frame["experiment"] == LIJIAO], ["d", "k", "T", "paper_T", "metric"])
 
 
 def _claim(claim: str, source: str, setting: str, measured: str, x, y, claimed: float, decreasing: bool = True,

@@ -199,11 +199,16 @@ def over_draws(frame: pd.DataFrame) -> pd.DataFrame:
     """Median and worst (largest) value over the schedule draws of each sampler, T and metric: the theorem holds per
     draw with high probability, so these two are its objects (rows of samplers without draws are left out)."""
     rows = frame[frame["sampler"].str.contains("&draw=", regex=False)].copy()
-    if rows.empty:
-        return pd.DataFrame(columns=["sampler", "T", "metric", "draws", "median", "worst"])
     rows["sampler"] = rows["sampler"].str.replace(r"&draw=\d+", "", regex=True)
-    grouped = rows.groupby(["sampler", "T", "metric"], sort=False)["value"]
-    return grouped.agg(draws="count", median="median", worst="max").reset_index()
+    return median_and_worst(rows, ["sampler", "T", "metric"], sort=False)
+
+
+def median_and_worst(rows: pd.DataFrame, by: list[str], sort: bool = True) -> pd.DataFrame:
+    """Per group of `by`: the number of draws, the median and the worst (largest) value (an empty table with those
+    columns when there are no rows)."""
+    if rows.empty:
+        return pd.DataFrame(columns=[*by, "draws", "median", "worst"])
+    return rows.groupby(by, sort=sort)["value"].agg(draws="count", median="median", worst="max").reset_index()
 
 
 def work(job: Job) -> list[dict]:
